@@ -1,0 +1,1 @@
+"""The cluster controllers (``katalyst-controller``): KCC/CNC resolution and the CNR lifecycle."""

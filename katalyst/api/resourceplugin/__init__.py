@@ -1,0 +1,1 @@
+"""The kubelet QoS resource manager hook (``resourceplugin.*`` proto packages)."""

@@ -1,0 +1,129 @@
+"""``katalyst``: the operator's command line.
+
+``katalyst node describe`` works on any Linux machine without an agent: it prints
+what the agent would detect (CPU topology, cgroup layout, PSI) and the QoS classes
+it manages. Later subcommands talk to a running agent's local HTTP endpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+from katalyst import __version__
+from katalyst.cgroup import CgroupError, HostCgroupFS, detect_layout, open_driver
+from katalyst.cgroup.driver import describe_driver
+from katalyst.qos import QoSLevel, oom_priority_range
+from katalyst.topology import TopologyError, read_cpu_topology
+
+_LEVEL_ROLES = {
+    "dedicated_cores": "exclusive whole CPUs, optionally NUMA-bound (Kubernetes Guaranteed)",
+    "shared_cores": "the shared pool; the default when no level is set",
+    "reclaimed_cores": "lent capacity only; evicted first under pressure (BestEffort)",
+    "system_cores": "node daemons; reserve pool; never evicted",
+}
+
+
+def _describe(args: argparse.Namespace) -> int:
+    report: dict[str, object] = {}
+    lines: list[str] = []
+    try:
+        topo = read_cpu_topology(args.sysfs)
+        numa = {str(n): str(c) for n, c in topo.numa_nodes().items()}
+        report["cpus"] = {
+            "online": str(topo.online),
+            "sockets": len(topo.sockets()),
+            "physical_cores": len(topo.cores()),
+            "numa_nodes": numa,
+        }
+        lines.append(f"CPU topology ({args.sysfs})")
+        lines.append(f"  online CPUs:     {topo.online} ({len(topo.online)})")
+        lines.append(f"  sockets:         {len(topo.sockets())}")
+        lines.append(f"  physical cores:  {len(topo.cores())}")
+        for n, cpus in numa.items():
+            lines.append(f"  NUMA node {n}:     CPUs {cpus}")
+    except TopologyError as exc:
+        report["cpus"] = {"error": str(exc)}
+        lines.append(f"CPU topology: unavailable ({exc})")
+    fs = HostCgroupFS()
+    try:
+        layout = detect_layout(fs)
+        driver = open_driver(fs, base="katalyst", below_own_cgroup=True, layout=layout)
+        report["cgroups"] = {
+            "layout": layout.describe(),
+            "driver": f"v{driver.version}",
+            "base": list(describe_driver(driver)),
+        }
+        lines.append("")
+        lines.append("cgroups")
+        lines.extend(f"  {line}" for line in layout.describe())
+        lines.append(f"  driver: cgroup v{driver.version}; the agent's cgroups would go to:")
+        lines.extend(f"    {line}" for line in describe_driver(driver))
+        try:
+            psi = driver.node_pressure("cpu")
+            lines.append(f"  PSI: available (node cpu some avg10={psi.some.avg10:.2f}%)")
+            report["psi"] = True
+        except CgroupError as exc:
+            lines.append(f"  PSI: unavailable ({exc})")
+            report["psi"] = False
+    except CgroupError as exc:
+        report["cgroups"] = {"error": str(exc)}
+        lines.append(f"cgroups: unavailable ({exc})")
+    lines.append("")
+    lines.append("QoS levels (annotation katalyst.kubewharf.io/qos_level)")
+    levels = []
+    for level in QoSLevel:
+        prio = oom_priority_range(level)
+        lo, hi = prio.start, prio.stop
+        levels.append(
+            {"level": str(level), "oom_priority": [lo, hi], "role": _LEVEL_ROLES[str(level)]}
+        )
+        lines.append(f"  {level!s:<16} oom_priority [{lo}, {hi})  {_LEVEL_ROLES[str(level)]}")
+    report["qos_levels"] = levels
+    if args.output == "json":
+        json.dump(report, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print("\n".join(lines))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (also used to document the CLI)."""
+    parser = argparse.ArgumentParser(
+        prog="katalyst", description=__doc__.split("\n\n")[0] if __doc__ else None
+    )
+    parser.add_argument("--version", action="version", version=f"katalyst {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    node = sub.add_parser("node", help="this machine as the agent sees it")
+    node_sub = node.add_subparsers(dest="node_command", required=True)
+    describe = node_sub.add_parser(
+        "describe", help="CPU topology, cgroup layout, PSI and QoS levels"
+    )
+    describe.add_argument("--sysfs", default="/sys", help="sysfs root (default /sys)")
+    describe.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    describe.set_defaults(func=_describe)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``katalyst`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not os.path.isdir(args.sysfs):
+        parser.error(f"--sysfs {args.sysfs!r} is not a directory")
+    try:
+        code: int = args.func(args)
+    except BrokenPipeError:
+        # The reader (`| head`) went away: not an error of ours. Point stdout at
+        # /dev/null so the interpreter's final flush does not complain either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

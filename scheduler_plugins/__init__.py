@@ -1,0 +1,2 @@
+"""The scheduler extender (``katalyst-scheduler-extender``): the HTTP service and
+pure filter/score plugins."""

@@ -1,0 +1,120 @@
+"""Helpers for tests that touch the real kernel.
+
+Everything is created below the test process's own cgroup in each hierarchy (as
+``/proc/self/cgroup`` lists it), under a parent named ``kqos-test-<pid>-<n>``, and
+removed afterwards even when the test fails. Processes are stopped by their own
+pid, never by name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from katalyst.cgroup import CgroupDriver, CgroupError, HostCgroupFS, detect_layout, open_driver
+
+REQUIRE_ENV = "KATALYST_REQUIRE_KERNEL_TESTS"
+_counter = itertools.count()
+
+
+def kernel_unavailable(reason: str) -> None:
+    """Skip with ``reason``, or fail when CI demands the kernel tests run."""
+    if os.environ.get(REQUIRE_ENV) == "1":
+        pytest.fail(f"kernel tests are required here ({REQUIRE_ENV}=1) but: {reason}")
+    pytest.skip(reason)
+
+
+def check_kernel_ready(controllers: Sequence[str]) -> None:
+    """Skip (or fail under CI) unless we are root on a host with these controllers."""
+    if os.geteuid() != 0:
+        kernel_unavailable("kernel cgroup tests need root")
+    try:
+        layout = detect_layout(HostCgroupFS())
+    except CgroupError as exc:
+        kernel_unavailable(f"no cgroup filesystem: {exc}")
+        return
+    missing = [c for c in controllers if not layout.has(c)]
+    if missing:
+        kernel_unavailable(f"kernel lacks cgroup controllers {missing} ({layout.mode} layout)")
+
+
+@contextlib.contextmanager
+def kernel_driver() -> Iterator[CgroupDriver]:
+    """A driver whose base is a fresh test parent below our own cgroups; removed on exit."""
+    base = f"kqos-test-{os.getpid()}-{next(_counter)}"
+    driver = open_driver(HostCgroupFS(), base=base, below_own_cgroup=True)
+    driver.create("")
+    try:
+        yield driver
+    finally:
+        driver.remove("")
+
+
+class Processes:
+    """Processes a test started; every one is killed by pid at the end."""
+
+    def __init__(self) -> None:
+        self._procs: list[subprocess.Popen[bytes]] = []
+
+    def start_in(
+        self, driver: CgroupDriver, cgroup: str, argv: Sequence[str]
+    ) -> subprocess.Popen[bytes]:
+        """Start ``argv`` already inside ``cgroup``: a shell waits on stdin until
+        it has been attached, then execs the command, so no instruction of the
+        command runs outside the cgroup."""
+        proc = subprocess.Popen(
+            ["/bin/sh", "-c", 'read _ && exec "$@"', "sh", *argv],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        self._procs.append(proc)
+        driver.attach(cgroup, proc.pid)
+        assert proc.stdin is not None
+        proc.stdin.write(b"go\n")
+        proc.stdin.close()
+        return proc
+
+    def kill_all(self) -> None:
+        for proc in self._procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            if proc.stderr is not None:
+                proc.stderr.close()
+
+
+BUSY_LOOP = ["/bin/sh", "-c", "while :; do :; done"]
+
+
+@contextlib.contextmanager
+def loop_device(directory: Path, size_mib: int = 64) -> Iterator[tuple[str, str]]:
+    """A loop device over a sparse file in ``directory``: yields (/dev/loopN, "major:minor")."""
+    if shutil.which("losetup") is None:
+        kernel_unavailable("losetup (util-linux) is not installed")
+    backing = directory / "loop.img"
+    with backing.open("wb") as f:
+        f.truncate(size_mib * 1024 * 1024)
+    try:
+        dev = subprocess.run(
+            ["losetup", "--find", "--show", str(backing)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except subprocess.CalledProcessError as exc:
+        kernel_unavailable(f"cannot create a loop device: {exc.stderr.strip()}")
+        raise
+    try:
+        rdev = os.stat(dev).st_rdev
+        yield dev, f"{os.major(rdev)}:{os.minor(rdev)}"
+    finally:
+        subprocess.run(["losetup", "--detach", dev], check=False)

@@ -1,0 +1,1 @@
+"""Tests of the wire protocol definitions and their generated code."""
