@@ -14,8 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from katalyst import __version__
-from katalyst.cgroup import CgroupError, HostCgroupFS, detect_layout, open_driver
-from katalyst.cgroup.driver import describe_driver
+from katalyst.cgroup import CgroupError, HostCgroupFS, describe_driver, detect_layout, open_driver
 from katalyst.qos import QoSLevel, oom_priority_range
 from katalyst.topology import TopologyError, read_cpu_topology
 

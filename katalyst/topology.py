@@ -1,7 +1,7 @@
 """Node CPU topology from sysfs: CPUs, physical cores (SMT siblings), sockets, NUMA nodes.
 
 The sysfs root is injectable so that tests describe any machine (two NUMA nodes,
-SMT) with a directory tree; on a host it is ``/sys``.
+SMT, several dies per package) with a directory tree; on a host it is ``/sys``.
 """
 
 from __future__ import annotations
@@ -24,9 +24,12 @@ class CPUInfo:
 
     cpu: int
     core: int
-    """Physical core id, unique per socket."""
+    """Physical core: the lowest CPU id among its SMT siblings (unique node-wide;
+    sysfs's ``core_id`` is only unique within a die)."""
     socket: int
+    """``physical_package_id``."""
     numa: int
+    """The NUMA node whose ``cpulist`` holds the CPU (0 without NUMA information)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,33 +43,47 @@ class CPUTopology:
         """Every online CPU."""
         return CPUSet.of(c.cpu for c in self.cpus)
 
-    def numa_nodes(self) -> Mapping[int, CPUSet]:
-        """NUMA node id -> its CPUs."""
+    def _group(self, key: str) -> Mapping[int, CPUSet]:
         out: dict[int, set[int]] = {}
         for c in self.cpus:
-            out.setdefault(c.numa, set()).add(c.cpu)
-        return {n: CPUSet.of(ids) for n, ids in sorted(out.items())}
+            out.setdefault(getattr(c, key), set()).add(c.cpu)
+        return {k: CPUSet.of(ids) for k, ids in sorted(out.items())}
+
+    def numa_nodes(self) -> Mapping[int, CPUSet]:
+        """NUMA node id -> its CPUs."""
+        return self._group("numa")
 
     def sockets(self) -> Mapping[int, CPUSet]:
         """Socket id -> its CPUs."""
-        out: dict[int, set[int]] = {}
-        for c in self.cpus:
-            out.setdefault(c.socket, set()).add(c.cpu)
-        return {s: CPUSet.of(ids) for s, ids in sorted(out.items())}
+        return self._group("socket")
 
-    def cores(self) -> Mapping[tuple[int, int], CPUSet]:
-        """(socket, core) -> the SMT sibling CPUs of that physical core."""
-        out: dict[tuple[int, int], set[int]] = {}
-        for c in self.cpus:
-            out.setdefault((c.socket, c.core), set()).add(c.cpu)
-        return {k: CPUSet.of(ids) for k, ids in sorted(out.items())}
+    def cores(self) -> Mapping[int, CPUSet]:
+        """Physical core (lowest sibling id) -> its SMT sibling CPUs."""
+        return self._group("core")
 
 
 def _read(path: Path) -> str:
     try:
         return path.read_text(encoding="ascii").strip()
-    except OSError as exc:
-        raise TopologyError(f"cannot read {path}: {exc.strerror}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TopologyError(f"cannot read {path}: {exc}") from exc
+
+
+def _cpulist(path: Path) -> CPUSet:
+    try:
+        return CPUSet.parse(_read(path))
+    except ValueError as exc:
+        raise TopologyError(f"{path}: {exc}") from exc
+
+
+def _int(path: Path, default: int) -> int:
+    if not path.exists():
+        return default
+    text = _read(path)
+    try:
+        return int(text)
+    except ValueError:
+        raise TopologyError(f"{path}: {text[:40]!r} is not an integer") from None
 
 
 def read_cpu_topology(sysfs: str | os.PathLike[str] = "/sys") -> CPUTopology:
@@ -77,30 +94,30 @@ def read_cpu_topology(sysfs: str | os.PathLike[str] = "/sys") -> CPUTopology:
     """
     root = Path(sysfs)
     cpu_dir = root / "devices/system/cpu"
-    try:
-        online = CPUSet.parse(_read(cpu_dir / "online"))
-    except ValueError as exc:
-        raise TopologyError(f"{cpu_dir / 'online'}: {exc}") from exc
+    online = _cpulist(cpu_dir / "online")
     numa_of: dict[int, int] = {}
     node_dir = root / "devices/system/node"
     if node_dir.is_dir():
         for entry in sorted(node_dir.iterdir()):
             name = entry.name
-            if name.startswith("node") and name[4:].isdigit():
-                try:
-                    members = CPUSet.parse(_read(entry / "cpulist"))
-                except ValueError as exc:
-                    raise TopologyError(f"{entry / 'cpulist'}: {exc}") from exc
-                for cpu in members:
+            if name.startswith("node") and name[4:].isascii() and name[4:].isdigit():
+                for cpu in _cpulist(entry / "cpulist"):
                     numa_of[cpu] = int(name[4:])
     infos: list[CPUInfo] = []
     for cpu in online:
         topo = cpu_dir / f"cpu{cpu}" / "topology"
-        core = int(_read(topo / "core_id")) if (topo / "core_id").exists() else cpu
-        socket = (
-            int(_read(topo / "physical_package_id"))
-            if (topo / "physical_package_id").exists()
-            else 0
+        # core_cpus_list (Linux 5.7+) or its older name thread_siblings_list.
+        siblings = CPUSet.of([cpu])
+        for name in ("core_cpus_list", "thread_siblings_list"):
+            if (topo / name).exists():
+                siblings = _cpulist(topo / name)
+                break
+        infos.append(
+            CPUInfo(
+                cpu=cpu,
+                core=min(siblings.union(CPUSet.of([cpu]))),
+                socket=max(_int(topo / "physical_package_id", 0), 0),
+                numa=numa_of.get(cpu, 0),
+            )
         )
-        infos.append(CPUInfo(cpu=cpu, core=core, socket=max(socket, 0), numa=numa_of.get(cpu, 0)))
     return CPUTopology(tuple(infos))

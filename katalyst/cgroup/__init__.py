@@ -2,20 +2,19 @@
 
 * :mod:`.fs` — the ``CgroupFS`` seam (host kernel, or :mod:`.fake` in tests);
 * :mod:`.layout` — which hierarchies are mounted where, from mountinfo;
-* :mod:`.driver` — create/configure/read/remove cgroups, read-compare-write;
+* :mod:`.driver` — the driver interface: create/configure/read/remove cgroups,
+  read-compare-write; :mod:`.v1` and :mod:`.v2` implement it, :mod:`.factory`
+  picks one;
 * :mod:`.errors` — the typed errors every operation raises.
 """
 
 from katalyst.cgroup.driver import (
     CgroupDriver,
-    CgroupV1Driver,
-    CgroupV2Driver,
     CpuStat,
     IOLimit,
     IOStat,
     Pressure,
     PressureLine,
-    open_driver,
     shares_to_weight,
     validate_cgroup_path,
     weight_to_shares,
@@ -28,8 +27,11 @@ from katalyst.cgroup.errors import (
     CgroupPermissionError,
     CgroupUnsupported,
 )
+from katalyst.cgroup.factory import describe_driver, open_driver
 from katalyst.cgroup.fs import CgroupFS, HostCgroupFS
 from katalyst.cgroup.layout import CgroupLayout, CgroupMode, Hierarchy, detect_layout
+from katalyst.cgroup.v1 import CgroupV1Driver
+from katalyst.cgroup.v2 import CgroupV2Driver
 
 __all__ = [
     "CgroupBusy",
@@ -51,6 +53,7 @@ __all__ = [
     "IOStat",
     "Pressure",
     "PressureLine",
+    "describe_driver",
     "detect_layout",
     "open_driver",
     "shares_to_weight",

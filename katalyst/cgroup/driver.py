@@ -1,4 +1,4 @@
-"""One cgroup driver interface, with v1 and v2 implementations chosen at start-up.
+"""The cgroup driver interface and what its v1 and v2 implementations share.
 
 Callers name cgroups by a relative path (``kubepods/pod-1/app``) below the driver's
 base in every hierarchy; the driver knows which file of which hierarchy carries a
@@ -7,6 +7,10 @@ setting on this host. Every setter is read-compare-write (as Katalyst's
 the desired one differs, and returns whether it changed anything, so that callers
 log and count only changes. Values outside what the kernel accepts are refused
 before any write with :class:`CgroupInvalidValue`, the same on v1 and v2.
+
+The implementations are :class:`katalyst.cgroup.v1.CgroupV1Driver` and
+:class:`katalyst.cgroup.v2.CgroupV2Driver`; :func:`katalyst.cgroup.open_driver`
+picks one for the host.
 """
 
 from __future__ import annotations
@@ -16,9 +20,9 @@ import logging
 import posixpath
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 from katalyst.cgroup.errors import (
     CgroupBusy,
@@ -28,28 +32,42 @@ from katalyst.cgroup.errors import (
     CgroupUnsupported,
 )
 from katalyst.cgroup.fs import CgroupFS
-from katalyst.cgroup.layout import (
-    CgroupLayout,
-    CgroupMode,
-    Hierarchy,
-    detect_layout,
-    parse_proc_cgroup,
-)
+from katalyst.cgroup.layout import CgroupLayout, Hierarchy
 from katalyst.cpuset import CPUSet
 
 log = logging.getLogger(__name__)
 
 #: The controllers this project manages, in the order they are written on attach.
 MANAGED_CONTROLLERS: tuple[str, ...] = ("cpuset", "cpu", "cpuacct", "memory", "blkio", "io", "pids")
-PAGE_SIZE = 4096
-#: v1 reads "no memory limit" as PAGE_COUNTER_MAX pages; anything this large is unlimited.
-_V1_UNLIMITED_FLOOR = 1 << 62
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:@=+-]{0,254}$")
-_DEVICE = re.compile(r"^\d+:\d+$")
+#: Kernel bounds, checked before writing so that v1 and v2 refuse the same values.
+CFS_PERIOD_MIN_US, CFS_PERIOD_MAX_US = 1000, 1_000_000
+CFS_QUOTA_MIN_US = 1000
+#: max_cfs_runtime: the kernel refuses a quota or burst of 2**44 us or more.
+CFS_QUOTA_MAX_US = 2**44 - 1
+SHARES_MIN, SHARES_MAX = 2, 262144
+#: PID_MAX_LIMIT on 64-bit kernels; pids.max refuses more.
+PIDS_MAX = 4 * 1024 * 1024
+#: blk-throttle keeps iops limits in 32 bits: v1 silently truncates larger values.
+IOPS_MAX = 2**32 - 1
+BYTES_MAX = 2**62
+#: The name of the leaf a v2 driver moves tasks into when it removes their cgroup.
+EVACUATION_LEAF = "_evacuated"
+
+# re.ASCII and fullmatch: "$" would accept a trailing newline, and \d non-ASCII digits.
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:@=+-]{0,254}", re.ASCII)
+# Names the kernel uses for interface files: a cgroup may not be called that
+# (mkdir answers EEXIST in one hierarchy and succeeds in the others).
+_INTERFACE_FILE = re.compile(
+    r"(cgroup|cpu|cpuacct|cpuset|memory|blkio|io|pids|hugetlb|rdma|misc|devices|freezer"
+    r"|net_cls|net_prio|perf_event)\..*|tasks|notify_on_release|release_agent",
+    re.ASCII,
+)
+_DEVICE = re.compile(r"[0-9]+:[0-9]+", re.ASCII)
 
 PressureResource = Literal["cpu", "memory", "io"]
 #: Called after every write that changed a file: (path, new value).
 ChangeHook = Callable[[str, str], None]
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +89,9 @@ class PressureLine:
     avg10: float
     """Percentage of wall time stalled, 10 s average."""
     avg60: float
+    """Percentage of wall time stalled, 60 s average."""
     avg300: float
+    """Percentage of wall time stalled, 300 s average."""
     total_us: int
     """Total stall time in microseconds."""
 
@@ -82,14 +102,17 @@ class Pressure:
 
     some: PressureLine
     full: PressureLine | None
-    """Absent for CPU on kernels before 5.13 (and meaningless system-wide)."""
+    """Absent for CPU on kernels before 5.13."""
     scope: Literal["cgroup", "node"]
     """``cgroup`` when the kernel offered it for this cgroup; ``node`` for /proc/pressure."""
 
 
 @dataclass(frozen=True, slots=True)
 class IOLimit:
-    """Block IO throttle for one device; ``None`` is unlimited."""
+    """Block IO throttle for one device; ``None`` is unlimited.
+
+    Bytes per second up to 2**62, operations per second up to 2**32-1.
+    """
 
     read_bps: int | None = None
     write_bps: int | None = None
@@ -122,11 +145,12 @@ def weight_to_shares(weight: int) -> int:
 
 
 def validate_cgroup_path(cgroup: str) -> str:
-    """Check a relative cgroup path and return it normalised.
+    """Check a relative cgroup path and return it.
 
-    Every component must be a plain name: no ``..``, no absolute paths, no empty
-    components, nothing outside ``[A-Za-z0-9_.:@=+-]``. This is what keeps a pod
-    UID or container name from ever escaping the driver's base directory.
+    Every component must be a plain ASCII name: no ``..``, no absolute paths, no
+    empty components, no whitespace or newlines, nothing outside
+    ``[A-Za-z0-9_.:@=+-]``. This is what keeps a pod UID or container name from
+    ever escaping the driver's base directory.
     """
     if cgroup in ("", "/"):
         return ""
@@ -136,21 +160,43 @@ def validate_cgroup_path(cgroup: str) -> str:
         )
     parts = cgroup.split("/")
     for part in parts:
-        if part in (".", "..") or not _NAME.match(part):
+        if part in (".", "..") or _NAME.fullmatch(part) is None:
             raise CgroupInvalidValue(
                 f"cgroup path {cgroup!r}: component {part!r} is not a plain name "
-                "(letters, digits, '_', '.', ':', '@', '=', '+', '-'; no '.' or '..')",
+                "(ASCII letters, digits, '_', '.', ':', '@', '=', '+', '-'; not '.' or '..')",
                 path=cgroup,
             )
-    return "/".join(parts)
+        if _INTERFACE_FILE.fullmatch(part):
+            raise CgroupInvalidValue(
+                f"cgroup path {cgroup!r}: component {part!r} is the name of a kernel "
+                "interface file",
+                path=cgroup,
+            )
+    return cgroup
 
 
-def _parse_flat(text: str) -> dict[str, int]:
-    """``key value`` lines (cpu.stat, memory.stat) into a dict; malformed lines are skipped."""
+def validate_device(device: str) -> str:
+    """A block device as the kernel names it in cgroup files: ``major:minor``."""
+    if _DEVICE.fullmatch(device) is None:
+        raise CgroupInvalidValue(f"device {device!r} is not major:minor (e.g. 8:0)", path=device)
+    return device
+
+
+def parse_file(path: str, text: str, parse: Callable[[str], _T]) -> _T:
+    """Apply ``parse`` to a cgroup file's text; odd content becomes a :class:`CgroupError`
+    naming the file, never a stray ``ValueError``/``IndexError``."""
+    try:
+        return parse(text)
+    except (ValueError, IndexError, KeyError) as exc:
+        raise CgroupError(f"{path}: unexpected content {text[:60]!r} ({exc})", path=path) from exc
+
+
+def parse_flat(text: str) -> dict[str, int]:
+    """``key value`` lines (cpu.stat, memory.stat) into a dict; other lines are skipped."""
     out: dict[str, int] = {}
     for line in text.splitlines():
         parts = line.split()
-        if len(parts) == 2 and parts[1].lstrip("-").isdigit():
+        if len(parts) == 2 and re.fullmatch(r"-?[0-9]+", parts[1], re.ASCII):
             out[parts[0]] = int(parts[1])
     return out
 
@@ -166,7 +212,10 @@ def _parse_pressure_line(line: str) -> PressureLine:
 
 
 def parse_pressure(text: str, *, scope: Literal["cgroup", "node"]) -> Pressure:
-    """Parse a PSI file (``some avg10=0.00 avg60=0.00 avg300=0.00 total=0``)."""
+    """Parse a PSI file (``some avg10=0.00 avg60=0.00 avg300=0.00 total=0``).
+
+    Raises ``ValueError`` for content that is not PSI (see :func:`parse_file`).
+    """
     some: PressureLine | None = None
     full: PressureLine | None = None
     for line in text.splitlines():
@@ -175,29 +224,56 @@ def parse_pressure(text: str, *, scope: Literal["cgroup", "node"]) -> Pressure:
         elif line.startswith("full "):
             full = _parse_pressure_line(line)
     if some is None:
-        raise CgroupError(f"PSI file has no 'some' line: {text[:80]!r}")
+        raise ValueError("no 'some' line")
     return Pressure(some=some, full=full, scope=scope)
 
 
-def _same_cpuset(want: CPUSet) -> Callable[[str], bool]:
+def same_cpuset(want: CPUSet) -> Callable[[str], bool]:
+    """Equality in the kernel's list syntax ("0-1" is "0,1")."""
     return lambda text: CPUSet.parse(text) == want
 
 
-def _last_field_is(want: str) -> Callable[[str], bool]:
-    return lambda text: text.split()[-1:] == [want]
+def default_weight_is(value: str) -> Callable[[str], bool]:
+    """Equality for weight files: the first line's last field ("500", "default 100")."""
+
+    def same(text: str) -> bool:
+        lines = text.splitlines()
+        return bool(lines) and lines[0].split()[-1:] == [value]
+
+    return same
 
 
-def _check_range(what: str, value: int, lo: int, hi: int, path: str) -> None:
+def check_range(what: str, value: int, lo: int, hi: int, cgroup: str) -> None:
+    """Refuse ``value`` outside [lo, hi] before anything is written."""
     if not lo <= value <= hi:
-        raise CgroupInvalidValue(f"{what} {value} is outside [{lo}, {hi}]", path=path)
+        raise CgroupInvalidValue(f"{what} {value} is outside [{lo}, {hi}]", path=cgroup)
+
+
+def check_quota(quota_us: int | None, period_us: int, cgroup: str) -> None:
+    """The kernel's CFS bandwidth bounds, for v1 and v2 alike."""
+    check_range("cpu period (us)", period_us, CFS_PERIOD_MIN_US, CFS_PERIOD_MAX_US, cgroup)
+    if quota_us is not None:
+        check_range("cpu quota (us)", quota_us, CFS_QUOTA_MIN_US, CFS_QUOTA_MAX_US, cgroup)
+
+
+def check_io_limit(limit: IOLimit, cgroup: str) -> None:
+    """Bounds of a throttle: positive, bytes up to 2**62, iops within 32 bits."""
+    for attr, hi in (
+        ("read_bps", BYTES_MAX),
+        ("write_bps", BYTES_MAX),
+        ("read_iops", IOPS_MAX),
+        ("write_iops", IOPS_MAX),
+    ):
+        value: int | None = getattr(limit, attr)
+        if value is not None:
+            check_range(attr, value, 1, hi, cgroup)
 
 
 class CgroupDriver(abc.ABC):
     """Create, configure, read and remove cgroups on one host, whatever its layout.
 
     A driver has a *base* directory in every hierarchy it manages; all cgroup
-    paths are relative to it. :func:`open_driver` builds the right implementation
-    for the host.
+    paths are relative to it.
     """
 
     version: int
@@ -209,11 +285,15 @@ class CgroupDriver(abc.ABC):
         *,
         bases: Mapping[Hierarchy, str],
         on_change: ChangeHook | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.fs = fs
         self.layout = layout
         self._bases = dict(bases)
         self._on_change = on_change
+        self._sleep = sleep
+        self.page_size = fs.page_size
+        """The kernel's page size: memory limits read back rounded down to it."""
 
     # ---- paths --------------------------------------------------------------------
 
@@ -223,8 +303,7 @@ class CgroupDriver(abc.ABC):
 
     def path(self, controller: str, cgroup: str, filename: str = "") -> str:
         """Absolute path of ``filename`` in ``cgroup`` of the hierarchy carrying ``controller``."""
-        hier = self.layout.hierarchy_for(controller)
-        return self.path_in(hier, cgroup, filename)
+        return self.path_in(self.layout.hierarchy_for(controller), cgroup, filename)
 
     def path_in(self, hier: Hierarchy, cgroup: str, filename: str = "") -> str:
         """Absolute path of ``filename`` in ``cgroup`` of one managed hierarchy."""
@@ -234,6 +313,25 @@ class CgroupDriver(abc.ABC):
         rel = validate_cgroup_path(cgroup)
         parts = [base] + ([rel] if rel else []) + ([filename] if filename else [])
         return posixpath.join(*parts)
+
+    def ensure_exists(self, controller: str, cgroup: str) -> None:
+        """:class:`CgroupNotFound` unless ``cgroup`` exists in ``controller``'s hierarchy."""
+        path = self.path(controller, cgroup)
+        if not self.fs.is_dir(path):
+            raise CgroupNotFound(f"cgroup {cgroup!r} does not exist", path=path)
+
+    def require_file(self, controller: str, cgroup: str, filename: str, *, missing: str) -> str:
+        """The path of an interface file that not every kernel offers.
+
+        A missing file in an existing cgroup is :class:`CgroupUnsupported` with the
+        reason ``missing``; a missing cgroup is :class:`CgroupNotFound` (pod churn,
+        not a missing feature).
+        """
+        path = self.path(controller, cgroup, filename)
+        if self.fs.exists(path):
+            return path
+        self.ensure_exists(controller, cgroup)
+        raise CgroupUnsupported(f"{filename}: {missing}", path=path)
 
     # ---- read-compare-write ----------------------------------------------------------
 
@@ -246,22 +344,25 @@ class CgroupDriver(abc.ABC):
         read-back form differs from what is written (page-rounded limits, ``max``).
         """
         current = self.fs.read_text(path)
-        if same(current) if same is not None else current.strip() == desired.strip():
+        if same is not None:
+            unchanged = parse_file(path, current, same)
+        else:
+            unchanged = current.strip() == desired.strip()
+        if unchanged:
             return False
-        self.fs.write_text(path, desired)
-        log.debug("cgroup write %s = %r (was %r)", path, desired, current.strip())
-        if self._on_change is not None:
-            self._on_change(path, desired)
+        self.write(path, desired)
         return True
 
-    def _read_int(self, path: str) -> int:
-        text = self.fs.read_text(path).strip()
-        try:
-            return int(text)
-        except ValueError:
-            raise CgroupError(
-                f"{path}: expected an integer, read {text[:40]!r}", path=path
-            ) from None
+    def write(self, path: str, value: str) -> None:
+        """Write unconditionally (the caller has compared), and tell the change hook."""
+        self.fs.write_text(path, value)
+        log.debug("cgroup write %s = %r", path, value)
+        if self._on_change is not None:
+            self._on_change(path, value)
+
+    def read_int(self, path: str) -> int:
+        """A file holding one integer."""
+        return parse_file(path, self.fs.read_text(path), lambda t: int(t.strip()))
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -270,20 +371,19 @@ class CgroupDriver(abc.ABC):
         return all(self.fs.is_dir(self.path_in(h, cgroup)) for h in self._bases)
 
     def create(self, cgroup: str) -> bool:
-        """Create ``cgroup`` (and missing parents) in every managed hierarchy.
+        """Create ``cgroup`` (and missing parents, and the base) in every managed hierarchy.
 
-        Returns whether anything was created. New v1 cpuset cgroups inherit their
-        parent's cpus and mems (the kernel leaves them empty, and an empty cpuset
-        refuses tasks with ENOSPC).
+        Returns whether anything was created. A name the kernel already uses for
+        an interface file (``cpu.shares``) is :class:`CgroupInvalidValue`.
         """
         rel = validate_cgroup_path(cgroup)
         prefixes = [""]
         if rel:
             parts = rel.split("/")
-            prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+            prefixes += ["/".join(parts[: i + 1]) for i in range(len(parts))]
         created = False
         for hier in self._bases:
-            for prefix in ([""] if rel else []) + prefixes:
+            for prefix in prefixes:
                 path = self.path_in(hier, prefix)
                 if self.fs.is_dir(path):
                     continue
@@ -304,12 +404,13 @@ class CgroupDriver(abc.ABC):
     def remove(self, cgroup: str, *, attempts: int = 5, retry_delay_s: float = 0.05) -> bool:
         """Remove ``cgroup`` and every cgroup below it, in every managed hierarchy.
 
-        Tasks still inside are first moved out (never killed): to the parent of
-        ``cgroup``, or on v2, where a parent with controllers enabled for its
-        children may not hold tasks (the no-internal-process rule), to the nearest
-        ancestor that accepts them. Only then are the now-empty directories
-        removed, deepest first; a task that forks during the move is caught by the
-        retry. Returns whether anything was removed; a missing cgroup is no error.
+        Tasks still inside are moved out first, never killed: to the parent of
+        ``cgroup``; on v2, where a parent that delegates controllers may not hold
+        tasks (the no-internal-process rule), to the leaf ``_evacuated`` directly
+        below the base. Tasks never leave the base (except when the base itself is
+        removed, to the base's parent). Then the empty directories are removed,
+        deepest first; a task that forks meanwhile is caught by the retry. Returns
+        whether anything was removed; a missing cgroup is not an error.
         """
         rel = validate_cgroup_path(cgroup)
         removed = False
@@ -319,7 +420,7 @@ class CgroupDriver(abc.ABC):
                 continue
             for path in reversed(self._subtree(top)):
                 for attempt in range(attempts):
-                    self._evacuate(path, posixpath.dirname(top), hier.mountpoint)
+                    self._evacuate(hier, path, target=posixpath.dirname(top), whole_base=not rel)
                     try:
                         self.fs.rmdir(path)
                         removed = True
@@ -329,7 +430,7 @@ class CgroupDriver(abc.ABC):
                     except CgroupBusy:
                         if attempt == attempts - 1:
                             raise
-                        time.sleep(retry_delay_s)
+                        self._sleep(retry_delay_s)
         if removed:
             log.info("removed cgroup %r", rel or "<base>")
         return removed
@@ -346,23 +447,26 @@ class CgroupDriver(abc.ABC):
                 out.extend(self._subtree(child))
         return out
 
-    def _evacuate(self, path: str, target: str, mountpoint: str) -> None:
+    def _evacuate(self, hier: Hierarchy, path: str, *, target: str, whole_base: bool) -> None:
         try:
             pids = self.fs.read_text(posixpath.join(path, "cgroup.procs")).split()
         except CgroupNotFound:
             return
         for pid in pids:
-            dest = target
-            while True:
-                try:
-                    self.fs.write_text(posixpath.join(dest, "cgroup.procs"), pid)
-                    break
-                except CgroupNotFound:
-                    break  # the task exited meanwhile (ESRCH)
-                except CgroupBusy:
-                    if dest == mountpoint or len(dest) <= len(mountpoint):
-                        raise
-                    dest = posixpath.dirname(dest)
+            try:
+                self.fs.write_text(posixpath.join(target, "cgroup.procs"), pid)
+                continue
+            except CgroupNotFound:
+                continue  # the task exited meanwhile (ESRCH)
+            except CgroupBusy:
+                leaf = self.path_in(hier, EVACUATION_LEAF)
+                if whole_base or hier.version != 2 or path == leaf or path.startswith(leaf + "/"):
+                    raise
+            self.create(EVACUATION_LEAF)
+            try:
+                self.fs.write_text(self.path_in(hier, EVACUATION_LEAF, "cgroup.procs"), pid)
+            except CgroupNotFound:
+                continue
 
     def attach(self, cgroup: str, pid: int) -> None:
         """Move process ``pid`` (all its threads) into ``cgroup`` in every managed hierarchy."""
@@ -373,21 +477,25 @@ class CgroupDriver(abc.ABC):
 
     def procs(self, cgroup: str) -> list[int]:
         """Process ids in ``cgroup`` (read from the first managed hierarchy)."""
-        first = next(iter(self._bases))
-        text = self.fs.read_text(self.path_in(first, cgroup, "cgroup.procs"))
-        return sorted(int(p) for p in text.split())
+        path = self.path_in(next(iter(self._bases)), cgroup, "cgroup.procs")
+        return parse_file(
+            path, self.fs.read_text(path), lambda t: sorted(int(p) for p in t.split())
+        )
 
     def children(self, cgroup: str) -> list[str]:
         """Names of the child cgroups of ``cgroup`` (in the first managed hierarchy)."""
-        first = next(iter(self._bases))
-        top = self.path_in(first, cgroup)
+        top = self.path_in(next(iter(self._bases)), cgroup)
         return [n for n in self.fs.listdir(top) if self.fs.is_dir(posixpath.join(top, n))]
 
-    # ---- settings (version-specific) ---------------------------------------------------
+    # ---- CPU -----------------------------------------------------------------------------
 
     @abc.abstractmethod
     def set_cpu_quota(self, cgroup: str, *, quota_us: int | None, period_us: int = 100_000) -> bool:
-        """CFS bandwidth: ``quota_us`` of CPU time per ``period_us``; None is unlimited."""
+        """CFS bandwidth: ``quota_us`` of CPU time per ``period_us``; None is unlimited.
+
+        A burst larger than the new quota is lowered to it first (the kernel
+        refuses a quota below the burst).
+        """
 
     @abc.abstractmethod
     def cpu_quota(self, cgroup: str) -> tuple[int | None, int]:
@@ -405,10 +513,13 @@ class CgroupDriver(abc.ABC):
         """The current weight in v1 units."""
 
     def set_cpu_idle(self, cgroup: str, idle: bool) -> bool:
-        """SCHED_IDLE for the whole group (``cpu.idle``): it runs only when nothing else wants."""
-        path = self.path("cpu", cgroup, "cpu.idle")
-        if not self.fs.exists(path):
-            raise CgroupUnsupported("cpu.idle needs Linux 5.15 or newer", path=path)
+        """SCHED_IDLE for the whole group (``cpu.idle``): it runs only when nothing else wants.
+
+        The kernel sets the group's weight to the idle weight (shares 3) while idle
+        and back to the default (1024 / weight 100) when idle is cleared: callers
+        that want another weight set it again after clearing idle.
+        """
+        path = self.require_file("cpu", cgroup, "cpu.idle", missing="needs Linux 5.15 or newer")
         return self.write_if_changed(path, "1" if idle else "0")
 
     @abc.abstractmethod
@@ -429,12 +540,17 @@ class CgroupDriver(abc.ABC):
             if not value.ids:
                 raise CgroupInvalidValue(f"{name} must not be empty", path=cgroup)
             path = self.path("cpuset", cgroup, name)
-            changed = self.write_if_changed(path, str(value), same=_same_cpuset(value)) or changed
+            changed = self._write_cpuset(path, value) or changed
         return changed
+
+    def _write_cpuset(self, path: str, value: CPUSet) -> bool:
+        return self.write_if_changed(path, str(value), same=same_cpuset(value))
 
     @abc.abstractmethod
     def cpuset(self, cgroup: str) -> tuple[CPUSet, CPUSet]:
         """The effective (cpus, mems)."""
+
+    # ---- memory ----------------------------------------------------------------------------
 
     @abc.abstractmethod
     def set_memory_limit(self, cgroup: str, limit: int | None) -> bool:
@@ -467,8 +583,25 @@ class CgroupDriver(abc.ABC):
         """Swap the cgroup may use beyond its memory limit, in bytes; None is unlimited."""
 
     @abc.abstractmethod
+    def swap_limit(self, cgroup: str) -> int | None:
+        """The swap allowance beyond the memory limit; None when unlimited."""
+
+    @abc.abstractmethod
+    def memory_usage(self, cgroup: str) -> int:
+        """Current memory charged to the cgroup, bytes."""
+
+    def memory_stat(self, cgroup: str) -> dict[str, int]:
+        """``memory.stat`` as a dict (the keys differ between v1 and v2)."""
+        return parse_flat(self.fs.read_text(self.path("memory", cgroup, "memory.stat")))
+
+    # ---- IO and pids -------------------------------------------------------------------
+
+    @abc.abstractmethod
     def set_io_limit(self, cgroup: str, device: str, limit: IOLimit) -> bool:
-        """Throttle block IO on ``device`` (``major:minor``)."""
+        """Throttle block IO on ``device`` (``major:minor``); IOLimit() lifts it.
+
+        A device the kernel does not know is :class:`CgroupInvalidValue`.
+        """
 
     @abc.abstractmethod
     def io_limit(self, cgroup: str, device: str) -> IOLimit:
@@ -476,12 +609,32 @@ class CgroupDriver(abc.ABC):
 
     @abc.abstractmethod
     def set_io_weight(self, cgroup: str, weight: int) -> bool:
-        """Proportional IO weight [1, 10000] (v1 maps to blkio.weight's [10, 1000])."""
+        """Proportional IO weight in v2 units [1, 10000], default 100.
+
+        It needs an IO scheduler that honours weights (BFQ, or iocost on v2);
+        :class:`CgroupUnsupported` otherwise.
+        """
+
+    @abc.abstractmethod
+    def io_stat(self, cgroup: str) -> dict[str, IOStat]:
+        """Completed IO per device (``major:minor``)."""
+
+    def _write_device_rule(self, path: str, rule: str, device: str) -> None:
+        try:
+            self.write(path, rule)
+        except CgroupNotFound as exc:
+            # ENODEV: the kernel has no such block device. The cgroup exists (we
+            # just read the file), so this is the caller's device, not pod churn.
+            if self.fs.is_dir(posixpath.dirname(path)):
+                raise CgroupInvalidValue(
+                    f"device {device} does not exist on this host", path=path
+                ) from exc
+            raise
 
     def set_pids_max(self, cgroup: str, limit: int | None) -> bool:
         """Maximum number of tasks; None is unlimited."""
         if limit is not None:
-            _check_range("pids limit", limit, 0, 2**31, cgroup)
+            check_range("pids limit", limit, 0, PIDS_MAX, cgroup)
         return self.write_if_changed(
             self.path("pids", cgroup, "pids.max"), "max" if limit is None else str(limit)
         )
@@ -496,460 +649,32 @@ class CgroupDriver(abc.ABC):
     def cpu_stat(self, cgroup: str) -> CpuStat:
         """CFS throttling counters."""
 
-    @abc.abstractmethod
-    def memory_usage(self, cgroup: str) -> int:
-        """Current memory charged to the cgroup, bytes."""
-
-    def memory_stat(self, cgroup: str) -> dict[str, int]:
-        """``memory.stat`` as a dict (the keys differ between v1 and v2)."""
-        return _parse_flat(self.fs.read_text(self.path("memory", cgroup, "memory.stat")))
-
-    @abc.abstractmethod
-    def io_stat(self, cgroup: str) -> dict[str, IOStat]:
-        """Completed IO per device (``major:minor``)."""
-
     def pressure(self, cgroup: str, resource: PressureResource) -> Pressure:
-        """PSI for the cgroup where the kernel offers it, else node-wide (``/proc/pressure``)."""
+        """PSI for the cgroup where the kernel offers it, else node-wide (``/proc/pressure``).
+
+        A cgroup that does not exist is :class:`CgroupNotFound`, not node pressure.
+        """
+        if not self.exists(cgroup):
+            raise CgroupNotFound(f"cgroup {cgroup!r} does not exist", path=cgroup)
         path = self._pressure_path(cgroup, resource)
         if path is not None and self.fs.exists(path):
-            return parse_pressure(self.fs.read_text(path), scope="cgroup")
+            text = self.fs.read_text(path)
+            return parse_file(path, text, lambda t: parse_pressure(t, scope="cgroup"))
         return self.node_pressure(resource)
 
     def node_pressure(self, resource: PressureResource) -> Pressure:
         """System-wide PSI from ``/proc/pressure/<resource>``."""
-        path = f"/proc/pressure/{resource}"
+        path = self.fs.proc_path(f"pressure/{resource}")
         try:
-            return parse_pressure(self.fs.read_text(path), scope="node")
+            text = self.fs.read_text(path)
         except CgroupNotFound:
             raise CgroupUnsupported(
-                f"{path} is missing: the kernel has no PSI (CONFIG_PSI)"
+                f"{path} is missing: the kernel has no PSI (CONFIG_PSI, or psi=0 at boot)"
             ) from None
+        return parse_file(path, text, lambda t: parse_pressure(t, scope="node"))
 
     def _pressure_path(self, cgroup: str, resource: PressureResource) -> str | None:
         unified = self.layout.unified
         if unified is None or unified not in self._bases:
             return None
         return self.path_in(unified, cgroup, f"{resource}.pressure")
-
-
-class CgroupV1Driver(CgroupDriver):
-    """cgroup v1 (and hybrid: v1 controllers, plus a mirror in the unified mount for PSI)."""
-
-    version = 1
-
-    def _after_mkdir(self, hier: Hierarchy, cgroup: str) -> None:
-        if hier.version != 1 or "cpuset" not in hier.controllers:
-            return
-        path = self.path_in(hier, cgroup)
-        parent = posixpath.dirname(path)
-        for name in ("cpuset.mems", "cpuset.cpus"):
-            if not self.fs.read_text(posixpath.join(path, name)).strip():
-                inherited = self.fs.read_text(posixpath.join(parent, name)).strip()
-                self.fs.write_text(posixpath.join(path, name), inherited)
-
-    def set_cpu_quota(self, cgroup: str, *, quota_us: int | None, period_us: int = 100_000) -> bool:
-        _check_range("cpu period (us)", period_us, 1000, 1_000_000, cgroup)
-        if quota_us is not None:
-            _check_range("cpu quota (us)", quota_us, 1000, 2**44, cgroup)
-        quota_path = self.path("cpu", cgroup, "cpu.cfs_quota_us")
-        period_path = self.path("cpu", cgroup, "cpu.cfs_period_us")
-        changed = self.write_if_changed(period_path, str(period_us))
-        want = "-1" if quota_us is None else str(quota_us)
-        return self.write_if_changed(quota_path, want) or changed
-
-    def cpu_quota(self, cgroup: str) -> tuple[int | None, int]:
-        quota = self._read_int(self.path("cpu", cgroup, "cpu.cfs_quota_us"))
-        period = self._read_int(self.path("cpu", cgroup, "cpu.cfs_period_us"))
-        return (None if quota < 0 else quota), period
-
-    def set_cpu_shares(self, cgroup: str, shares: int) -> bool:
-        _check_range("cpu shares", shares, 2, 262144, cgroup)
-        return self.write_if_changed(self.path("cpu", cgroup, "cpu.shares"), str(shares))
-
-    def cpu_shares(self, cgroup: str) -> int:
-        return self._read_int(self.path("cpu", cgroup, "cpu.shares"))
-
-    def set_cpu_burst(self, cgroup: str, burst_us: int) -> bool:
-        path = self.path("cpu", cgroup, "cpu.cfs_burst_us")
-        if not self.fs.exists(path):
-            raise CgroupUnsupported("cpu.cfs_burst_us needs Linux 5.14 or newer", path=path)
-        _check_range("cpu burst (us)", burst_us, 0, 2**44, cgroup)
-        return self.write_if_changed(path, str(burst_us))
-
-    def cpuset(self, cgroup: str) -> tuple[CPUSet, CPUSet]:
-        cpus = self.fs.read_text(self.path("cpuset", cgroup, "cpuset.cpus"))
-        mems = self.fs.read_text(self.path("cpuset", cgroup, "cpuset.mems"))
-        return CPUSet.parse(cpus), CPUSet.parse(mems)
-
-    def _limit_same(self, want: int | None) -> Callable[[str], bool]:
-        def same(text: str) -> bool:
-            current = int(text.strip())
-            if want is None:
-                return current >= _V1_UNLIMITED_FLOOR
-            return current == want // PAGE_SIZE * PAGE_SIZE
-
-        return same
-
-    def _set_v1_limit(self, cgroup: str, name: str, limit: int | None) -> bool:
-        if limit is not None:
-            _check_range(name, limit, 0, 2**62, cgroup)
-        path = self.path("memory", cgroup, name)
-        return self.write_if_changed(
-            path, "-1" if limit is None else str(limit), same=self._limit_same(limit)
-        )
-
-    def set_memory_limit(self, cgroup: str, limit: int | None) -> bool:
-        memsw = self.path("memory", cgroup, "memory.memsw.limit_in_bytes")
-        if limit is not None and self.fs.exists(memsw):
-            # With swap accounting the kernel refuses memory > memory+swap (EINVAL):
-            # raise memsw along with it so that lowering swap stays a separate choice.
-            current_memsw = self._read_int(memsw)
-            if current_memsw < _V1_UNLIMITED_FLOOR and current_memsw < limit:
-                self.write_if_changed(memsw, str(limit))
-        return self._set_v1_limit(cgroup, "memory.limit_in_bytes", limit)
-
-    def memory_limit(self, cgroup: str) -> int | None:
-        value = self._read_int(self.path("memory", cgroup, "memory.limit_in_bytes"))
-        return None if value >= _V1_UNLIMITED_FLOOR else value
-
-    def set_memory_soft_limit(self, cgroup: str, limit: int | None) -> bool:
-        return self._set_v1_limit(cgroup, "memory.soft_limit_in_bytes", limit)
-
-    def set_swap_limit(self, cgroup: str, swap: int | None) -> bool:
-        path = self.path("memory", cgroup, "memory.memsw.limit_in_bytes")
-        if not self.fs.exists(path):
-            raise CgroupUnsupported(
-                "swap limits need swap accounting (boot with swapaccount=1)", path=path
-            )
-        memory = self.memory_limit(cgroup)
-        if swap is None or memory is None:
-            return self._set_v1_limit(cgroup, "memory.memsw.limit_in_bytes", None)
-        _check_range("swap limit", swap, 0, 2**62, cgroup)
-        return self._set_v1_limit(cgroup, "memory.memsw.limit_in_bytes", memory + swap)
-
-    _THROTTLE = (
-        ("read_bps", "blkio.throttle.read_bps_device"),
-        ("write_bps", "blkio.throttle.write_bps_device"),
-        ("read_iops", "blkio.throttle.read_iops_device"),
-        ("write_iops", "blkio.throttle.write_iops_device"),
-    )
-
-    def _device_table(self, path: str) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for line in self.fs.read_text(path).splitlines():
-            parts = line.split()
-            if len(parts) == 2 and parts[1].isdigit():
-                out[parts[0]] = int(parts[1])
-        return out
-
-    def set_io_limit(self, cgroup: str, device: str, limit: IOLimit) -> bool:
-        if not _DEVICE.match(device):
-            raise CgroupInvalidValue(f"device {device!r} is not major:minor", path=cgroup)
-        changed = False
-        for attr, name in self._THROTTLE:
-            want: int | None = getattr(limit, attr)
-            if want is not None:
-                _check_range(attr, want, 1, 2**63 - 1, cgroup)
-            path = self.path("blkio", cgroup, name)
-            current = self._device_table(path).get(device)
-            if current == want:
-                continue
-            # Writing 0 deletes the rule (v1's "no limit").
-            self.fs.write_text(path, f"{device} {want or 0}")
-            if self._on_change is not None:
-                self._on_change(path, f"{device} {want or 0}")
-            changed = True
-        return changed
-
-    def io_limit(self, cgroup: str, device: str) -> IOLimit:
-        values = {
-            attr: self._device_table(self.path("blkio", cgroup, name)).get(device)
-            for attr, name in self._THROTTLE
-        }
-        return IOLimit(**values)
-
-    def set_io_weight(self, cgroup: str, weight: int) -> bool:
-        _check_range("io weight", weight, 1, 10000, cgroup)
-        for name in ("blkio.weight", "blkio.bfq.weight"):
-            path = self.path("blkio", cgroup, name)
-            if self.fs.exists(path):
-                v1 = max(10, min(1000, weight // 10))  # v1 range is [10, 1000]
-                return self.write_if_changed(path, str(v1), same=_last_field_is(str(v1)))
-        raise CgroupUnsupported(
-            "blkio weight needs the BFQ (or CFQ) IO scheduler; this kernel offers none",
-            path=self.path("blkio", cgroup),
-        )
-
-    def cpu_usage_ns(self, cgroup: str) -> int:
-        return self._read_int(self.path("cpuacct", cgroup, "cpuacct.usage"))
-
-    def cpu_stat(self, cgroup: str) -> CpuStat:
-        stat = _parse_flat(self.fs.read_text(self.path("cpu", cgroup, "cpu.stat")))
-        return CpuStat(
-            nr_periods=stat.get("nr_periods", 0),
-            nr_throttled=stat.get("nr_throttled", 0),
-            throttled_ns=stat.get("throttled_time", 0),
-        )
-
-    def memory_usage(self, cgroup: str) -> int:
-        return self._read_int(self.path("memory", cgroup, "memory.usage_in_bytes"))
-
-    def io_stat(self, cgroup: str) -> dict[str, IOStat]:
-        def table(name: str) -> dict[tuple[str, str], int]:
-            out: dict[tuple[str, str], int] = {}
-            for line in self.fs.read_text(self.path("blkio", cgroup, name)).splitlines():
-                parts = line.split()
-                if len(parts) == 3 and parts[2].isdigit():
-                    out[(parts[0], parts[1])] = int(parts[2])
-            return out
-
-        nbytes = table("blkio.throttle.io_service_bytes")
-        nios = table("blkio.throttle.io_serviced")
-        devices = {d for d, _ in nbytes} | {d for d, _ in nios}
-        return {
-            d: IOStat(
-                read_bytes=nbytes.get((d, "Read"), 0),
-                write_bytes=nbytes.get((d, "Write"), 0),
-                read_ios=nios.get((d, "Read"), 0),
-                write_ios=nios.get((d, "Write"), 0),
-            )
-            for d in sorted(devices)
-        }
-
-
-class CgroupV2Driver(CgroupDriver):
-    """The unified hierarchy (cgroup v2)."""
-
-    version = 2
-
-    def _before_mkdir(self, hier: Hierarchy, cgroup: str) -> None:
-        # A v2 cgroup gets a controller's files only if its parent enabled the
-        # controller in cgroup.subtree_control (the kernel's delegation model).
-        parent = posixpath.dirname(self.path_in(hier, cgroup))
-        available = self.fs.read_text(posixpath.join(parent, "cgroup.controllers")).split()
-        enabled = set(self.fs.read_text(posixpath.join(parent, "cgroup.subtree_control")).split())
-        wanted = [c for c in MANAGED_CONTROLLERS if c in available and c not in enabled]
-        if wanted:
-            try:
-                self.fs.write_text(
-                    posixpath.join(parent, "cgroup.subtree_control"),
-                    " ".join(f"+{c}" for c in wanted),
-                )
-            except CgroupBusy as exc:
-                raise CgroupBusy(
-                    f"cannot enable {', '.join(wanted)} below {parent}: it holds processes "
-                    "(cgroup v2 no-internal-process rule); run the agent in a leaf cgroup",
-                    path=parent,
-                    err=exc.errno,
-                ) from exc
-
-    def set_cpu_quota(self, cgroup: str, *, quota_us: int | None, period_us: int = 100_000) -> bool:
-        _check_range("cpu period (us)", period_us, 1000, 1_000_000, cgroup)
-        if quota_us is not None:
-            _check_range("cpu quota (us)", quota_us, 1000, 2**44, cgroup)
-        want = f"{'max' if quota_us is None else quota_us} {period_us}"
-        return self.write_if_changed(self.path("cpu", cgroup, "cpu.max"), want)
-
-    def cpu_quota(self, cgroup: str) -> tuple[int | None, int]:
-        text = self.fs.read_text(self.path("cpu", cgroup, "cpu.max")).split()
-        quota = None if text[0] == "max" else int(text[0])
-        return quota, int(text[1])
-
-    def set_cpu_shares(self, cgroup: str, shares: int) -> bool:
-        _check_range("cpu shares", shares, 2, 262144, cgroup)
-        return self.write_if_changed(
-            self.path("cpu", cgroup, "cpu.weight"), str(shares_to_weight(shares))
-        )
-
-    def cpu_shares(self, cgroup: str) -> int:
-        return weight_to_shares(self._read_int(self.path("cpu", cgroup, "cpu.weight")))
-
-    def set_cpu_burst(self, cgroup: str, burst_us: int) -> bool:
-        path = self.path("cpu", cgroup, "cpu.max.burst")
-        if not self.fs.exists(path):
-            raise CgroupUnsupported("cpu.max.burst needs Linux 5.14 or newer", path=path)
-        _check_range("cpu burst (us)", burst_us, 0, 2**44, cgroup)
-        return self.write_if_changed(path, str(burst_us))
-
-    def cpuset(self, cgroup: str) -> tuple[CPUSet, CPUSet]:
-        cpus = self.fs.read_text(self.path("cpuset", cgroup, "cpuset.cpus.effective"))
-        mems = self.fs.read_text(self.path("cpuset", cgroup, "cpuset.mems.effective"))
-        return CPUSet.parse(cpus), CPUSet.parse(mems)
-
-    def _set_v2_bytes(self, cgroup: str, name: str, value: int | None) -> bool:
-        if value is not None:
-            _check_range(name, value, 0, 2**62, cgroup)
-        want = "max" if value is None else str(value)
-
-        def same(text: str) -> bool:
-            t = text.strip()
-            if value is None:
-                return t == "max"
-            return t != "max" and int(t) == value // PAGE_SIZE * PAGE_SIZE
-
-        return self.write_if_changed(self.path("memory", cgroup, name), want, same=same)
-
-    def set_memory_limit(self, cgroup: str, limit: int | None) -> bool:
-        return self._set_v2_bytes(cgroup, "memory.max", limit)
-
-    def memory_limit(self, cgroup: str) -> int | None:
-        text = self.fs.read_text(self.path("memory", cgroup, "memory.max")).strip()
-        return None if text == "max" else int(text)
-
-    def set_memory_high(self, cgroup: str, limit: int | None) -> bool:
-        return self._set_v2_bytes(cgroup, "memory.high", limit)
-
-    def set_memory_low(self, cgroup: str, protection: int) -> bool:
-        return self._set_v2_bytes(cgroup, "memory.low", protection)
-
-    def set_memory_min(self, cgroup: str, protection: int) -> bool:
-        return self._set_v2_bytes(cgroup, "memory.min", protection)
-
-    def set_swap_limit(self, cgroup: str, swap: int | None) -> bool:
-        path = self.path("memory", cgroup, "memory.swap.max")
-        if not self.fs.exists(path):
-            raise CgroupUnsupported("memory.swap.max is missing (no swap accounting)", path=path)
-        return self._set_v2_bytes(cgroup, "memory.swap.max", swap)
-
-    _IO_KEYS = (
-        ("read_bps", "rbps"),
-        ("write_bps", "wbps"),
-        ("read_iops", "riops"),
-        ("write_iops", "wiops"),
-    )
-
-    def io_limit(self, cgroup: str, device: str) -> IOLimit:
-        for line in self.fs.read_text(self.path("io", cgroup, "io.max")).splitlines():
-            parts = line.split()
-            if parts and parts[0] == device:
-                kv = dict(p.split("=", 1) for p in parts[1:] if "=" in p)
-                values = {
-                    attr: (None if kv.get(key, "max") == "max" else int(kv[key]))
-                    for attr, key in self._IO_KEYS
-                }
-                return IOLimit(**values)
-        return IOLimit()
-
-    def set_io_limit(self, cgroup: str, device: str, limit: IOLimit) -> bool:
-        if not _DEVICE.match(device):
-            raise CgroupInvalidValue(f"device {device!r} is not major:minor", path=cgroup)
-        for attr, _ in self._IO_KEYS:
-            want: int | None = getattr(limit, attr)
-            if want is not None:
-                _check_range(attr, want, 1, 2**63 - 1, cgroup)
-        if self.io_limit(cgroup, device) == limit:
-            return False
-        path = self.path("io", cgroup, "io.max")
-        fields = " ".join(
-            f"{key}={'max' if getattr(limit, attr) is None else getattr(limit, attr)}"
-            for attr, key in self._IO_KEYS
-        )
-        self.fs.write_text(path, f"{device} {fields}")
-        if self._on_change is not None:
-            self._on_change(path, f"{device} {fields}")
-        return True
-
-    def set_io_weight(self, cgroup: str, weight: int) -> bool:
-        _check_range("io weight", weight, 1, 10000, cgroup)
-        path = self.path("io", cgroup, "io.weight")
-        if not self.fs.exists(path):
-            raise CgroupUnsupported("io.weight needs the BFQ IO scheduler or iocost", path=path)
-
-        def same(text: str) -> bool:
-            first = text.splitlines()[0].split() if text.strip() else []
-            return first == ["default", str(weight)]
-
-        return self.write_if_changed(path, f"default {weight}", same=same)
-
-    def _cpu_stat(self, cgroup: str) -> dict[str, int]:
-        hier = self.layout.unified
-        assert hier is not None
-        return _parse_flat(self.fs.read_text(self.path_in(hier, cgroup, "cpu.stat")))
-
-    def cpu_usage_ns(self, cgroup: str) -> int:
-        return self._cpu_stat(cgroup).get("usage_usec", 0) * 1000
-
-    def cpu_stat(self, cgroup: str) -> CpuStat:
-        stat = self._cpu_stat(cgroup)
-        return CpuStat(
-            nr_periods=stat.get("nr_periods", 0),
-            nr_throttled=stat.get("nr_throttled", 0),
-            throttled_ns=stat.get("throttled_usec", 0) * 1000,
-        )
-
-    def memory_usage(self, cgroup: str) -> int:
-        return self._read_int(self.path("memory", cgroup, "memory.current"))
-
-    def io_stat(self, cgroup: str) -> dict[str, IOStat]:
-        out: dict[str, IOStat] = {}
-        for line in self.fs.read_text(self.path("io", cgroup, "io.stat")).splitlines():
-            parts = line.split()
-            if not parts:
-                continue
-            kv = {k: int(v) for k, _, v in (p.partition("=") for p in parts[1:]) if v.isdigit()}
-            out[parts[0]] = IOStat(
-                read_bytes=kv.get("rbytes", 0),
-                write_bytes=kv.get("wbytes", 0),
-                read_ios=kv.get("rios", 0),
-                write_ios=kv.get("wios", 0),
-            )
-        return out
-
-
-def _managed_hierarchies(layout: CgroupLayout, *, mirror_unified: bool) -> list[Hierarchy]:
-    if layout.mode is CgroupMode.V2:
-        assert layout.unified is not None
-        return [layout.unified]
-    seen: list[Hierarchy] = []
-    for ctrl in MANAGED_CONTROLLERS:
-        if layout.has(ctrl):
-            h = layout.hierarchy_for(ctrl)
-            if h not in seen:
-                seen.append(h)
-    if mirror_unified and layout.unified is not None:
-        seen.append(layout.unified)
-    return seen
-
-
-def open_driver(
-    fs: CgroupFS,
-    *,
-    base: str = "",
-    below_own_cgroup: bool = False,
-    layout: CgroupLayout | None = None,
-    mirror_unified: bool = True,
-    on_change: ChangeHook | None = None,
-) -> CgroupDriver:
-    """Detect the layout and build the matching driver.
-
-    ``base`` is the driver's base cgroup, relative to each hierarchy's root (or,
-    with ``below_own_cgroup``, to this process's own cgroup in each hierarchy as
-    ``/proc/self/cgroup`` lists it: what tests and the standalone node use so that
-    they never touch cgroups they did not create). In hybrid mode the driver also
-    creates its cgroups in the unified mount (``mirror_unified``), because the
-    kernel offers per-cgroup PSI there even with no controllers enabled.
-    """
-    layout = layout or detect_layout(fs)
-    rel = validate_cgroup_path(base)
-    own = parse_proc_cgroup(fs.proc_self_cgroup()) if below_own_cgroup else {}
-    bases: dict[Hierarchy, str] = {}
-    for hier in _managed_hierarchies(layout, mirror_unified=mirror_unified):
-        start = "/"
-        if below_own_cgroup:
-            key = "" if hier.version == 2 else sorted(hier.controllers)[0]
-            start = own.get(key, "/")
-            if hier.root != "/" and start.startswith(hier.root):
-                start = start[len(hier.root) :] or "/"
-        bases[hier] = posixpath.join(hier.mountpoint, start.lstrip("/"), rel).rstrip("/")
-    cls: type[CgroupDriver] = CgroupV2Driver if layout.mode is CgroupMode.V2 else CgroupV1Driver
-    return cls(fs, layout, bases=bases, on_change=on_change)
-
-
-def describe_driver(driver: CgroupDriver) -> Iterable[str]:
-    """Lines saying where the driver puts its cgroups (for logs and ``make demo``)."""
-    for hier in driver.hierarchies():
-        if hier.version == 2 and driver.version == 1:
-            name = "unified (per-cgroup PSI)"
-        else:
-            name = ",".join(sorted(hier.controllers)) or "unified"
-        yield f"{name}: {driver.path_in(hier, '')}"

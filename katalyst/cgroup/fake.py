@@ -22,13 +22,17 @@ import posixpath
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TypedDict, Unpack
 
-from katalyst.cgroup.errors import translate_oserror
+from katalyst.cgroup.errors import CgroupInvalidValue, translate_oserror
 from katalyst.cpuset import CPUSet
 
-PAGE_SIZE = 4096
-#: What v1 reads back for "no limit": PAGE_COUNTER_MAX pages of 4 KiB.
+#: What v1 reads back for "no limit" (PAGE_COUNTER_MAX pages of 4 KiB).
 V1_UNLIMITED = 9223372036854771712
+#: max_cfs_runtime in microseconds.
+_MAX_CFS_US = 2**44 - 1
+#: PID_MAX_LIMIT.
+_PIDS_MAX = 4 * 1024 * 1024
 _MEMPARSE = re.compile(r"^(\d+)([kKmMgGtTpPeE]?)$")
 _SHIFT = {"": 0, "k": 10, "m": 20, "g": 30, "t": 40, "p": 50, "e": 60}
 
@@ -69,8 +73,8 @@ def _memparse(value: str) -> int:
     return int(m.group(1)) << _SHIFT[m.group(2).lower()]
 
 
-def _pages(nbytes: int) -> int:
-    return nbytes // PAGE_SIZE * PAGE_SIZE
+def _pages(fs: FakeCgroupFS, nbytes: int) -> int:
+    return nbytes // fs.page_size * fs.page_size
 
 
 @dataclass(eq=False)
@@ -120,6 +124,17 @@ def _const(text: str) -> Callable[[FakeCgroupFS, _Hier, _Node], str]:
     return lambda _fs, _h, _n: text
 
 
+def _reset_only(name: str) -> _Writer:
+    """Statistics the kernel lets one reset by writing 0 (EINVAL for anything else)."""
+
+    def write(_fs: FakeCgroupFS, _h: _Hier, node: _Node, value: str) -> None:
+        if value.strip() != "0":
+            raise _err(errno.EINVAL)
+        node.files[name] = "0"
+
+    return write
+
+
 def _store(name: str, parse: Callable[[str], str]) -> _Writer:
     def write(_fs: FakeCgroupFS, _h: _Hier, node: _Node, value: str) -> None:
         node.files[name] = parse(value)
@@ -149,11 +164,20 @@ def _write_procs(fs: FakeCgroupFS, hier: _Hier, node: _Node, value: str) -> None
         )
     ):
         raise _err(errno.ENOSPC)  # kernel: cpuset_can_attach() with no cpus or mems
-    if hier.version == 2 and node.parent is not None and node.files["cgroup.subtree_control"]:
+    if hier.version == 2 and node.parent is not None and _delegates_domain(node):
         raise _err(errno.EBUSY)  # the no-internal-process rule
     for n in fs.walk(hier.root):
         n.procs.discard(pid)
     node.procs.add(pid)
+
+
+#: v2 controllers that may be enabled in a cgroup that keeps tasks of its own
+#: (a "thread root"); the no-internal-process rule is about the others.
+_THREADED = frozenset({"cpu", "cpuset", "perf_event", "pids"})
+
+
+def _delegates_domain(node: _Node) -> bool:
+    return bool(set(node.files["cgroup.subtree_control"].split()) - _THREADED)
 
 
 def _v2_controllers(_fs: FakeCgroupFS, hier: _Hier, node: _Node) -> str:
@@ -172,7 +196,7 @@ def _write_subtree(fs: FakeCgroupFS, hier: _Hier, node: _Node, value: str) -> No
         if ctrl not in available:
             raise _err(errno.ENOENT)
         if tok[0] == "+":
-            if node.parent is not None and node.procs:
+            if node.parent is not None and node.procs and ctrl not in _THREADED:
                 raise _err(errno.EBUSY)
             enabled.add(ctrl)
         else:
@@ -195,15 +219,50 @@ def _write_shares(_fs: FakeCgroupFS, _h: _Hier, node: _Node, value: str) -> None
     node.files["cpu.shares"] = str(min(max(_uint(value), 2), 262144))
 
 
+def _ratio(node: _Node) -> float | None:
+    quota = int(node.files["cpu.cfs_quota_us"])
+    return None if quota < 0 else quota / int(node.files["cpu.cfs_period_us"])
+
+
+def _parent_ratio(node: _Node) -> float | None:
+    up = node.parent
+    while up is not None:
+        r = _ratio(up) if "cpu.cfs_quota_us" in up.files else None
+        if r is not None:
+            return r
+        up = up.parent
+    return None
+
+
+def _check_bandwidth(node: _Node, quota: int, period: int) -> None:
+    """v1 tg_cfs_schedulable_down(): no child may get more CPU than its parent."""
+    mine = None if quota < 0 else quota / period
+    parent = _parent_ratio(node)
+    if mine is not None and parent is not None and mine > parent:
+        raise _err(errno.EINVAL)
+    effective = mine if mine is not None else parent
+    if effective is None:
+        return
+    stack = list(node.children.values())
+    while stack:
+        child = stack.pop()
+        r = _ratio(child)
+        if r is not None and r > effective:
+            raise _err(errno.EINVAL)
+        if r is None:
+            stack.extend(child.children.values())
+
+
 def _write_quota(_fs: FakeCgroupFS, _h: _Hier, node: _Node, value: str) -> None:
     q = _sint(value)
     if q < 0:
         q = -1
-    elif q < 1000:
-        raise _err(errno.EINVAL)  # below min_cfs_quota_period (1 ms)
+    elif q < 1000 or q > _MAX_CFS_US:
+        raise _err(errno.EINVAL)  # below min_cfs_quota_period (1 ms) or max_cfs_runtime
     burst = int(node.files.get("cpu.cfs_burst_us", "0"))
     if q != -1 and burst > q:
         raise _err(errno.EINVAL)
+    _check_bandwidth(node, q, int(node.files["cpu.cfs_period_us"]))
     node.files["cpu.cfs_quota_us"] = str(q)
 
 
@@ -211,13 +270,14 @@ def _write_period(_fs: FakeCgroupFS, _h: _Hier, node: _Node, value: str) -> None
     p = _uint(value)
     if not 1000 <= p <= 1_000_000:
         raise _err(errno.EINVAL)
+    _check_bandwidth(node, int(node.files["cpu.cfs_quota_us"]), p)
     node.files["cpu.cfs_period_us"] = str(p)
 
 
 def _write_burst_v1(_fs: FakeCgroupFS, _h: _Hier, node: _Node, value: str) -> None:
     b = _uint(value)
     q = int(node.files["cpu.cfs_quota_us"])
-    if q != -1 and b > q:
+    if (q != -1 and b > q) or b > _MAX_CFS_US:
         raise _err(errno.EINVAL)
     node.files["cpu.cfs_burst_us"] = str(b)
 
@@ -226,6 +286,13 @@ def _write_idle(_fs: FakeCgroupFS, _h: _Hier, node: _Node, value: str) -> None:
     v = _sint(value)
     if v not in (0, 1):
         raise _err(errno.EINVAL)
+    if node.files["cpu.idle"] != str(v):
+        # sched_group_set_idle(): the group's weight becomes WEIGHT_IDLEPRIO (3)
+        # while idle and NICE_0_LOAD (1024) when idle is cleared.
+        if "cpu.shares" in node.files:
+            node.files["cpu.shares"] = "3" if v else "1024"
+        if "cpu.weight" in node.files:
+            node.files["cpu.weight"] = "1" if v else "100"
     node.files["cpu.idle"] = str(v)
 
 
@@ -242,11 +309,12 @@ def _write_cpu_max(_fs: FakeCgroupFS, _h: _Hier, node: _Node, value: str) -> Non
         raise _err(errno.EINVAL)
     if quota_s != "max":
         quota = _uint(quota_s)
-        if quota < 1000:
+        if quota < 1000 or quota > _MAX_CFS_US:
             raise _err(errno.EINVAL)
         burst = int(node.files.get("cpu.max.burst", "0"))
         if burst > quota:
             raise _err(errno.EINVAL)
+        quota_s = str(quota)
     node.files["cpu.max"] = f"{quota_s} {period}"
 
 
@@ -262,7 +330,7 @@ def _write_weight(_fs: FakeCgroupFS, _h: _Hier, node: _Node, value: str) -> None
 def _write_burst_v2(_fs: FakeCgroupFS, _h: _Hier, node: _Node, value: str) -> None:
     b = _uint(value)
     quota = node.files["cpu.max"].split()[0]
-    if quota != "max" and b > int(quota):
+    if (quota != "max" and b > int(quota)) or b > _MAX_CFS_US:
         raise _err(errno.EINVAL)
     node.files["cpu.max.burst"] = str(b)
 
@@ -285,10 +353,10 @@ def _cpuset_writer(name: str) -> _Writer:
             raise _err(errno.ERANGE)  # ids the machine does not have
         if node.parent is None:
             raise _err(errno.EACCES)
-        parent = CPUSet.parse(_effective(fs, hier, node.parent, name))
-        if not wanted.issubset(parent):
-            raise _err(errno.EINVAL)  # v1 validate_change(): not within the parent
         if hier.version == 1:
+            parent = CPUSet.parse(node.parent.files[name])
+            if not wanted.issubset(parent):
+                raise _err(errno.EACCES)  # v1 validate_change(): not within the parent
             for child in node.children.values():
                 if not CPUSet.parse(child.files[name]).issubset(wanted):
                     raise _err(errno.EBUSY)
@@ -309,22 +377,25 @@ def _v1_cpuset_default(name: str) -> Callable[[FakeCgroupFS, _Hier, _Node], str]
 
 
 def _effective(fs: FakeCgroupFS, hier: _Hier, node: _Node, name: str) -> str:
-    """v1: the configured set; v2: the configured set or, if empty, the parent's."""
+    """v1: the configured set. v2: the configured set within the parent's effective
+    set; the parent's when that is empty (v2 has no "must be a subset" rule)."""
     own = node.files.get(name, "")
     if node.parent is None:
         return str(_machine_set(fs, name))
-    if hier.version == 2 and not own.strip():
-        return _effective(fs, hier, node.parent, name)
-    return own
+    if hier.version == 1:
+        return own
+    parent = CPUSet.parse(_effective(fs, hier, node.parent, name))
+    within = CPUSet.parse(own).intersection(parent)
+    return str(within if within.ids else parent)
 
 
 # ---- memory ----------------------------------------------------------------------
 
 
 def _v1_limit(name: str) -> _Writer:
-    def write(_fs: FakeCgroupFS, _h: _Hier, node: _Node, value: str) -> None:
+    def write(fs: FakeCgroupFS, _h: _Hier, node: _Node, value: str) -> None:
         v = value.strip()
-        new = V1_UNLIMITED if v == "-1" else _pages(_memparse(v))
+        new = V1_UNLIMITED if v == "-1" else min(_pages(fs, _memparse(v)), V1_UNLIMITED)
         memsw = node.files.get("memory.memsw.limit_in_bytes")
         if name == "memory.limit_in_bytes" and memsw is not None and new > int(memsw):
             raise _err(errno.EINVAL)  # memory limit above the memory+swap limit
@@ -336,9 +407,9 @@ def _v1_limit(name: str) -> _Writer:
 
 
 def _v2_memory(name: str) -> _Writer:
-    def write(_fs: FakeCgroupFS, _h: _Hier, node: _Node, value: str) -> None:
+    def write(fs: FakeCgroupFS, _h: _Hier, node: _Node, value: str) -> None:
         v = value.strip()
-        node.files[name] = "max" if v == "max" else str(_pages(_memparse(v)))
+        node.files[name] = "max" if v == "max" else str(_pages(fs, _memparse(v)))
 
     return write
 
@@ -364,6 +435,8 @@ def _v1_throttle(name: str) -> _Writer:
         table = node.devmaps.setdefault(name, {})
         if rate == 0:
             table.pop(dev, None)  # 0 removes the rule
+        elif name.endswith("iops_device"):
+            table[dev] = str(rate & 0xFFFFFFFF)  # blk-throttle keeps iops in 32 bits
         else:
             table[dev] = str(rate)
 
@@ -426,7 +499,10 @@ def _read_io_weight(_fs: FakeCgroupFS, _h: _Hier, node: _Node) -> str:
 def _write_pids_max(_fs: FakeCgroupFS, _h: _Hier, node: _Node, value: str) -> None:
     v = value.strip()
     if v != "max":
-        _uint(v)
+        n = _uint(v)
+        if n > _PIDS_MAX:
+            raise _err(errno.EINVAL)
+        v = str(n)
     node.files["pids.max"] = v
 
 
@@ -453,7 +529,7 @@ _V1_SPECS: dict[str, dict[str, _Spec]] = {
         "cpu.stat": _Spec(_const("nr_periods 0\nnr_throttled 0\nthrottled_time 0\n")),
     },
     "cpuacct": {
-        "cpuacct.usage": _Spec(_const("0")),
+        "cpuacct.usage": _Spec(_const("0"), _reset_only("cpuacct.usage")),
         "cpuacct.stat": _Spec(_const("user 0\nsystem 0\n")),
     },
     "cpuset": {
@@ -576,6 +652,23 @@ _V2_CORE: dict[str, _Spec] = {
 }
 
 
+class FakeOptions(TypedDict, total=False):
+    """Machine properties every fake layout takes."""
+
+    cpus: str
+    """The machine's CPUs in list format (default ``0-3``)."""
+    mems: str
+    """Its memory nodes (default ``0``)."""
+    devices: Iterable[str]
+    """Block devices (``major:minor``) the kernel knows (default 7:0 and 8:0)."""
+    own_cgroup: dict[str, str]
+    """This process's cgroup per controller ("" for unified); default ``/``."""
+    swap_accounting: bool
+    """Whether memsw / memory.swap.max exist (default True)."""
+    page_size: int
+    """The kernel's page size (default 4096)."""
+
+
 class FakeCgroupFS:
     """An in-memory cgroup filesystem implementing :class:`katalyst.cgroup.fs.CgroupFS`.
 
@@ -589,21 +682,18 @@ class FakeCgroupFS:
         self,
         *,
         hierarchies: Iterable[tuple[str, int, frozenset[str]]],
-        cpus: str,
-        mems: str,
-        devices: Iterable[str],
-        own_cgroup: dict[str, str] | None = None,
-        swap_accounting: bool = True,
+        **options: Unpack[FakeOptions],
     ) -> None:
-        self.cpus = CPUSet.parse(cpus)
-        self.swap_accounting = swap_accounting
-        self.mems = CPUSet.parse(mems)
-        self.devices = set(devices)
+        self.cpus = CPUSet.parse(options.get("cpus", "0-3"))
+        self.mems = CPUSet.parse(options.get("mems", "0"))
+        self.devices = set(options.get("devices", ("7:0", "8:0")))
+        self.swap_accounting = options.get("swap_accounting", True)
+        self.page_size = options.get("page_size", 4096)
+        self._own = options.get("own_cgroup", {})
         self.self_pid = 1
         self.processes: set[int] = {1}
         self._hiers: list[_Hier] = []
         self._extra: dict[str, str] = {}
-        self._own = own_cgroup or {}
         for mountpoint, version, controllers in hierarchies:
             hier = _Hier(mountpoint, version, controllers, _Node("", None))
             self._hiers.append(hier)
@@ -620,9 +710,8 @@ class FakeCgroupFS:
                     node.files["cpuset.cpus"] = str(self.cpus)
                     node.files["cpuset.mems"] = str(self.mems)
             node.procs.add(self.self_pid)
-        self._extra["/proc/pressure/cpu"] = _PSI
-        self._extra["/proc/pressure/memory"] = _PSI
-        self._extra["/proc/pressure/io"] = _PSI
+        for resource in ("cpu", "memory", "io"):
+            self._extra[f"/proc/pressure/{resource}"] = _PSI
 
     # ---- constructors ---------------------------------------------------------
 
@@ -630,54 +719,38 @@ class FakeCgroupFS:
     def v1(
         cls,
         *,
-        cpus: str = "0-3",
-        mems: str = "0",
         groups: Iterable[tuple[str, ...]] = DEFAULT_V1_GROUPS,
         mount: str = "/sys/fs/cgroup",
-        devices: Iterable[str] = ("7:0", "8:0"),
-        own_cgroup: dict[str, str] | None = None,
         unified: bool = False,
-        swap_accounting: bool = True,
+        **options: Unpack[FakeOptions],
     ) -> FakeCgroupFS:
         """A v1 host: one hierarchy per group of controllers (each separate by default)."""
         hiers = [(f"{mount}/{','.join(g)}", 1, frozenset(g)) for g in groups]
         if unified:
             hiers.append((f"{mount}/unified", 2, frozenset()))
-        return cls(
-            hierarchies=hiers,
-            cpus=cpus,
-            mems=mems,
-            devices=devices,
-            own_cgroup=own_cgroup,
-            swap_accounting=swap_accounting,
-        )
+        return cls(hierarchies=hiers, **options)
 
     @classmethod
-    def hybrid(cls, **kwargs: object) -> FakeCgroupFS:
+    def hybrid(
+        cls,
+        *,
+        groups: Iterable[tuple[str, ...]] = DEFAULT_V1_GROUPS,
+        mount: str = "/sys/fs/cgroup",
+        **options: Unpack[FakeOptions],
+    ) -> FakeCgroupFS:
         """A v1 host with an empty cgroup2 mount at ``<mount>/unified`` (like systemd hybrid)."""
-        return cls.v1(unified=True, **kwargs)  # type: ignore[arg-type]
+        return cls.v1(groups=groups, mount=mount, unified=True, **options)
 
     @classmethod
     def v2(
         cls,
         *,
-        cpus: str = "0-3",
-        mems: str = "0",
         controllers: Iterable[str] = DEFAULT_V2_CONTROLLERS,
         mount: str = "/sys/fs/cgroup",
-        devices: Iterable[str] = ("7:0", "8:0"),
-        own_cgroup: dict[str, str] | None = None,
-        swap_accounting: bool = True,
+        **options: Unpack[FakeOptions],
     ) -> FakeCgroupFS:
         """A pure cgroup v2 host."""
-        return cls(
-            hierarchies=[(mount, 2, frozenset(controllers))],
-            cpus=cpus,
-            mems=mems,
-            devices=devices,
-            own_cgroup=own_cgroup,
-            swap_accounting=swap_accounting,
-        )
+        return cls(hierarchies=[(mount, 2, frozenset(controllers))], **options)
 
     # ---- test helpers -----------------------------------------------------------
 
@@ -723,6 +796,9 @@ class FakeCgroupFS:
                 node.files[name] = spec.default(self, hier, node)
 
     # ---- CgroupFS ---------------------------------------------------------------
+
+    def proc_path(self, relative: str) -> str:
+        return f"/proc/{relative}"
 
     def read_text(self, path: str) -> str:
         if path in self._extra:
@@ -784,7 +860,11 @@ class FakeCgroupFS:
             raise translate_oserror(_err(errno.ENOTDIR), path=path, action="create cgroup")
         if leaf in parent.children:
             return
-        if leaf in self._spec_table(hier, parent) or not leaf or leaf in (".", ".."):
+        if leaf in self._spec_table(hier, parent):
+            raise CgroupInvalidValue(
+                f"create cgroup {path}: the name is taken by an interface file", path=path
+            )
+        if not leaf or leaf in (".", ".."):
             raise translate_oserror(_err(errno.EEXIST), path=path, action="create cgroup")
         node = _Node(leaf, parent)
         parent.children[leaf] = node

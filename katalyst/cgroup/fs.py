@@ -11,11 +11,18 @@ from __future__ import annotations
 import os
 from typing import Protocol
 
-from katalyst.cgroup.errors import CgroupError, translate_oserror
+from katalyst.cgroup.errors import CgroupError, CgroupInvalidValue, translate_oserror
 
 
 class CgroupFS(Protocol):
     """File operations on absolute paths of mounted cgroup hierarchies."""
+
+    page_size: int
+    """The kernel's page size in bytes: memory limits read back rounded down to it."""
+
+    def proc_path(self, relative: str) -> str:
+        """The path of a file below procfs, e.g. ``pressure/cpu``."""
+        ...
 
     def read_text(self, path: str) -> str:
         """Return the whole content of a cgroup file."""
@@ -38,7 +45,8 @@ class CgroupFS(Protocol):
         ...
 
     def mkdir(self, path: str) -> None:
-        """Create a cgroup; an existing one is not an error."""
+        """Create a cgroup; an existing one is not an error, a name taken by an
+        interface file (``cpu.shares``) is :class:`CgroupInvalidValue`."""
         ...
 
     def rmdir(self, path: str) -> None:
@@ -59,6 +67,10 @@ class HostCgroupFS:
 
     def __init__(self, *, proc_root: str = "/proc") -> None:
         self._proc = proc_root
+        self.page_size = os.sysconf("SC_PAGE_SIZE")
+
+    def proc_path(self, relative: str) -> str:
+        return os.path.join(self._proc, relative)
 
     def read_text(self, path: str) -> str:
         try:
@@ -105,7 +117,11 @@ class HostCgroupFS:
         try:
             os.mkdir(path)
         except FileExistsError:
-            return
+            if os.path.isdir(path):
+                return
+            raise CgroupInvalidValue(
+                f"create cgroup {path}: the name is taken by an interface file", path=path
+            ) from None
         except OSError as exc:
             raise translate_oserror(exc, path=path, action="create cgroup") from exc
 
@@ -116,7 +132,7 @@ class HostCgroupFS:
             raise translate_oserror(exc, path=path, action="remove cgroup") from exc
 
     def mountinfo(self) -> str:
-        return self.read_text(os.path.join(self._proc, "self", "mountinfo"))
+        return self.read_text(self.proc_path("self/mountinfo"))
 
     def proc_self_cgroup(self) -> str:
-        return self.read_text(os.path.join(self._proc, "self", "cgroup"))
+        return self.read_text(self.proc_path("self/cgroup"))

@@ -77,13 +77,14 @@ class CgroupLayout:
         In v1 and hybrid modes that is the v1 mount binding it; in v2 mode the
         unified mount, provided its root lists the controller.
         """
-        if self.mode is CgroupMode.V2:
-            if self.unified is not None and controller in self.unified.controllers:
-                return self.unified
-        else:
+        if self.mode is not CgroupMode.V2:
             for h in self.v1:
                 if controller in h.controllers:
                     return h
+        # A controller is bound to one hierarchy at a time: one not on a v1 mount
+        # may be on the unified one (hugetlb on a hybrid host, say).
+        if self.unified is not None and controller in self.unified.controllers:
+            return self.unified
         raise CgroupUnsupported(
             f"cgroup controller {controller!r} is not mounted ({self.mode} layout)"
         )
@@ -112,8 +113,9 @@ def _unescape(field: str) -> str:
     out: list[str] = []
     i = 0
     while i < len(field):
-        if field[i] == "\\" and i + 4 <= len(field) and field[i + 1 : i + 4].isdigit():
-            out.append(chr(int(field[i + 1 : i + 4], 8)))
+        octal = field[i + 1 : i + 4]
+        if field[i] == "\\" and len(octal) == 3 and all(c in "01234567" for c in octal):
+            out.append(chr(int(octal, 8)))
             i += 4
         else:
             out.append(field[i])
@@ -176,7 +178,9 @@ def detect_layout(fs: CgroupFS) -> CgroupLayout:
             unified = Hierarchy(m.mountpoint, m.root, frozenset(listed.split()), 2)
     if not v1 and unified is None:
         raise CgroupError("no cgroup filesystem is mounted (checked /proc/self/mountinfo)")
-    if not v1:
+    if not v1 or (unified is not None and {"cpu", "memory"} <= unified.controllers):
+        # A v2 host may still carry a stray v1 mount (net_cls for a CNI plugin):
+        # where cpu and memory are on the unified hierarchy, it is a v2 host.
         mode = CgroupMode.V2
     elif unified is None:
         mode = CgroupMode.V1

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from katalyst.cgroup import (
+    CgroupDriver,
     CgroupInvalidValue,
     CgroupNotFound,
     CgroupUnsupported,
@@ -53,10 +54,26 @@ def test_attach_moves_a_process_between_cgroups(env: DriverEnv) -> None:
     assert d.procs("b") == [pid]
 
 
-@pytest.mark.parametrize("bad", ["../escape", "/abs", "a//b", "a/./b", "a b", "x/..", "\n"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "../escape",
+        "/abs",
+        "a//b",
+        "a/./b",
+        "a b",
+        "x/..",
+        "\n",
+        "a\n",
+        "pod\u0661",
+        "cpu.shares",
+        "tasks",
+    ],
+)
 def test_paths_that_could_escape_the_base_are_refused(env: DriverEnv, bad: str) -> None:
     with pytest.raises(CgroupInvalidValue, match="cgroup path"):
         env.driver.create(bad)
+    assert env.driver.children("") == [], "nothing was created in any hierarchy"
 
 
 def test_cpu_quota_read_compare_write(env: DriverEnv) -> None:
@@ -72,7 +89,9 @@ def test_cpu_quota_read_compare_write(env: DriverEnv) -> None:
     assert d.cpu_quota("c") == (None, 200_000)
 
 
-@pytest.mark.parametrize(("quota", "period"), [(500, 100_000), (20_000, 999), (20_000, 2_000_000)])
+@pytest.mark.parametrize(
+    ("quota", "period"), [(500, 100_000), (20_000, 999), (20_000, 2_000_000), (2**44, 100_000)]
+)
 def test_cpu_quota_out_of_range_is_refused(env: DriverEnv, quota: int, period: int) -> None:
     env.driver.create("c")
     with pytest.raises(CgroupInvalidValue):
@@ -80,21 +99,29 @@ def test_cpu_quota_out_of_range_is_refused(env: DriverEnv, quota: int, period: i
     assert env.driver.cpu_quota("c") == (None, 100_000), "nothing was written"
 
 
+def _as_read(d: CgroupDriver, shares: int) -> int:
+    """What cpu_shares() reads back for ``shares`` (v2 stores a coarser weight)."""
+    return shares if d.version == 1 else weight_to_shares(shares_to_weight(shares))
+
+
 def test_cpu_shares_and_idle(env: DriverEnv) -> None:
     d = env.driver
     d.create("c")
     assert d.set_cpu_shares("c", 2048) is True
     assert d.set_cpu_shares("c", 2048) is False
-    expected = 2048 if d.version == 1 else weight_to_shares(shares_to_weight(2048))
-    assert d.cpu_shares("c") == expected
+    assert d.cpu_shares("c") == _as_read(d, 2048)
     with pytest.raises(CgroupInvalidValue):
         d.set_cpu_shares("c", 1)
     assert d.set_cpu_idle("c", True) is True
     assert d.set_cpu_idle("c", True) is False
-    # The kernel refuses a weight while the group is idle (EINVAL): clear idle first.
+    # While idle the kernel gives the group the idle weight (shares 3, weight 1)...
+    assert d.cpu_shares("c") == (3 if d.version == 1 else weight_to_shares(1))
+    # ...and refuses a weight (EINVAL): clear idle first.
     with pytest.raises(CgroupInvalidValue):
         d.set_cpu_shares("c", 512)
     assert d.set_cpu_idle("c", False) is True
+    # Clearing idle resets the weight to the default, not to what was set before.
+    assert d.cpu_shares("c") == (1024 if d.version == 1 else weight_to_shares(100))
     assert d.set_cpu_shares("c", 512) is True
 
 
@@ -106,6 +133,31 @@ def test_cpu_burst_needs_a_quota_at_least_as_large(env: DriverEnv) -> None:
     assert d.set_cpu_burst("c", 10_000) is False
     with pytest.raises(CgroupInvalidValue):
         d.set_cpu_burst("c", 30_000)
+    with pytest.raises(CgroupInvalidValue):
+        d.set_cpu_burst("c", 2**44)
+    # Lowering the quota below the burst lowers the burst with it.
+    assert d.set_cpu_quota("c", quota_us=5_000) is True
+    assert d.cpu_quota("c") == (5_000, 100_000)
+
+
+def test_cpu_quota_changes_never_pass_through_an_invalid_state(env: DriverEnv) -> None:
+    """v1 refuses a child whose quota/period exceeds its parent's, also for the
+    state between the period and the quota write; the driver orders the writes."""
+    d = env.driver
+    d.create("parent/child")
+    d.set_cpu_quota("parent", quota_us=50_000, period_us=100_000)
+    assert d.set_cpu_quota("parent/child", quota_us=40_000, period_us=200_000) is True
+    # Period first would pass through 40000/50000 = 0.8 > 0.5: quota goes first.
+    assert d.set_cpu_quota("parent/child", quota_us=25_000, period_us=50_000) is True
+    assert d.cpu_quota("parent/child") == (25_000, 50_000)
+    # Quota first would pass through 50000/50000 = 1.0: period goes first.
+    assert d.set_cpu_quota("parent/child", quota_us=50_000, period_us=100_000) is True
+    assert d.set_cpu_quota("parent/child", quota_us=None, period_us=20_000) is True
+    if d.version == 1:
+        with pytest.raises(CgroupInvalidValue):
+            d.set_cpu_quota("parent/child", quota_us=60_000, period_us=100_000)
+    else:  # v2 has no such rule: the child is capped by the parent's cpu.max anyway
+        assert d.set_cpu_quota("parent/child", quota_us=60_000, period_us=100_000) is True
 
 
 def test_cpuset_pinning_within_the_parent(env: DriverEnv) -> None:
@@ -124,6 +176,26 @@ def test_cpuset_pinning_within_the_parent(env: DriverEnv) -> None:
         d.set_cpuset("c", cpus=CPUSet.of([4095]))  # a CPU the machine does not have
     with pytest.raises(CgroupInvalidValue):
         d.set_cpuset("c", cpus=CPUSet.of([]))
+
+
+def test_cpus_outside_the_parents_set(env: DriverEnv) -> None:
+    """v1 refuses them (EACCES, reported as an invalid value); v2 accepts them and
+    makes the effective set what the parent allows."""
+    d = env.driver
+    all_cpus, _ = d.cpuset("")
+    if len(all_cpus) < 2:
+        pytest.skip("needs two CPUs")
+    first, last = CPUSet.of([min(all_cpus)]), CPUSet.of([max(all_cpus)])
+    d.create("p/c")
+    d.set_cpuset("p/c", cpus=first)
+    d.set_cpuset("p", cpus=first)
+    if d.version == 1:
+        with pytest.raises(CgroupInvalidValue, match="not within the parent"):
+            d.set_cpuset("p/c", cpus=last)
+        assert d.cpuset("p/c")[0] == first
+    else:
+        d.set_cpuset("p/c", cpus=first.union(last))
+        assert d.cpuset("p/c")[0] == first
 
 
 def test_a_raw_cpuset_cgroup_refuses_tasks_on_v1_only(env: DriverEnv) -> None:
@@ -175,17 +247,34 @@ def test_memory_protection_interfaces_by_version(env: DriverEnv) -> None:
             d.set_memory_soft_limit("m", 64 * MiB)
 
 
-def test_swap_limit(env: DriverEnv) -> None:
+def test_swap_allowance_survives_memory_limit_changes(env: DriverEnv) -> None:
     d = env.driver
     d.create("m")
-    d.set_memory_limit("m", 64 * MiB)
     if env.is_kernel and not d.fs.exists(d.path("memory", "m", "memory.memsw.limit_in_bytes")):
         with pytest.raises(CgroupUnsupported, match="swap accounting"):
             d.set_swap_limit("m", 0)
         return
+    d.set_memory_limit("m", 64 * MiB)
+    assert d.set_swap_limit("m", 32 * MiB) is True
+    assert d.set_swap_limit("m", 32 * MiB) is False
+    assert d.swap_limit("m") == 32 * MiB
+    for limit in (128 * MiB, 16 * MiB):  # growing, then shrinking the memory limit
+        assert d.set_memory_limit("m", limit) is True
+        assert d.memory_limit("m") == limit
+        assert d.swap_limit("m") == 32 * MiB, "the swap allowance is kept"
     assert d.set_swap_limit("m", 0) is True
-    assert d.set_swap_limit("m", 0) is False
-    assert d.set_swap_limit("m", None) is True
+    assert d.swap_limit("m") == 0
+    assert d.set_memory_limit("m", None) is True
+    assert d.memory_limit("m") is None
+    if d.version == 1:
+        # v1 limits memory+swap together: no memory limit means no swap limit.
+        assert d.swap_limit("m") is None
+        with pytest.raises(CgroupInvalidValue, match="needs a memory limit"):
+            d.set_swap_limit("m", 0)
+    else:
+        assert d.swap_limit("m") == 0
+        assert d.set_swap_limit("m", None) is True
+        assert d.swap_limit("m") is None
 
 
 def test_io_throttle_per_device(env: DriverEnv) -> None:
@@ -200,6 +289,12 @@ def test_io_throttle_per_device(env: DriverEnv) -> None:
     assert d.io_limit("io", dev) == IOLimit()
     with pytest.raises(CgroupInvalidValue):
         d.set_io_limit("io", "sda", limit)
+    with pytest.raises(CgroupInvalidValue, match="does not exist"):
+        d.set_io_limit("io", "7:999999", limit)
+    # blk-throttle keeps iops in 32 bits: more would be silently cut, so it is refused.
+    with pytest.raises(CgroupInvalidValue):
+        d.set_io_limit("io", dev, IOLimit(write_iops=2**32))
+    assert d.io_limit("io", dev) == IOLimit()
 
 
 def test_pids_limit(env: DriverEnv) -> None:
@@ -208,6 +303,8 @@ def test_pids_limit(env: DriverEnv) -> None:
     assert d.set_pids_max("p", 64) is True
     assert d.set_pids_max("p", 64) is False
     assert d.set_pids_max("p", None) is True
+    with pytest.raises(CgroupInvalidValue):
+        d.set_pids_max("p", 4 * 1024 * 1024 + 1)
 
 
 def test_usage_readers(env: DriverEnv) -> None:
@@ -228,22 +325,31 @@ def test_usage_readers(env: DriverEnv) -> None:
 
 
 def test_a_vanished_cgroup_is_cgroup_not_found(env: DriverEnv) -> None:
+    """Pod churn, never "unsupported" and never node-wide numbers."""
     d = env.driver
     d.create("gone")
-    d.remove("gone")
+    d.create("alive")
+    pid = env.spawn("alive")
+    assert d.remove("gone") is True
     with pytest.raises(CgroupNotFound):
         d.set_cpu_shares("gone", 512)
     with pytest.raises(CgroupNotFound):
+        d.set_cpu_idle("gone", True)
+    with pytest.raises(CgroupNotFound):
+        d.set_cpu_burst("gone", 1000)
+    with pytest.raises(CgroupNotFound):
         d.memory_usage("gone")
     with pytest.raises(CgroupNotFound):
-        d.attach("gone", 1)
+        d.pressure("gone", "cpu")
+    with pytest.raises(CgroupNotFound):
+        d.attach("gone", pid)
 
 
 def test_change_hook_sees_only_changes(env: DriverEnv) -> None:
     seen: list[tuple[str, str]] = []
     d = env.driver
-    d._on_change = lambda path, value: seen.append((path, value))
     d.create("h")
+    d._on_change = lambda path, value: seen.append((path, value))
     d.set_cpu_shares("h", 300)
     d.set_cpu_shares("h", 300)
     assert len(seen) == 1
