@@ -13,8 +13,8 @@ import os
 import sys
 from collections.abc import Sequence
 
-from katalyst import __version__
 from katalyst.cgroup import CgroupError, HostCgroupFS, describe_driver, detect_layout, open_driver
+from katalyst.entrypoint import base_parser
 from katalyst.qos import QoSLevel, oom_priority_range
 from katalyst.topology import TopologyError, read_cpu_topology
 
@@ -92,10 +92,7 @@ def _describe(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (also used to document the CLI)."""
-    parser = argparse.ArgumentParser(
-        prog="katalyst", description=__doc__.split("\n\n")[0] if __doc__ else None
-    )
-    parser.add_argument("--version", action="version", version=f"katalyst {__version__}")
+    parser = base_parser("katalyst", __doc__.split("\n\n")[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="command", required=True)
     node = sub.add_parser("node", help="this machine as the agent sees it")
     node_sub = node.add_subparsers(dest="node_command", required=True)

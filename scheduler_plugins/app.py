@@ -1,8 +1,10 @@
 """``katalyst-scheduler-extender``: the composition root of this process.
 
-the kube-scheduler HTTP extender: reclaimed-resource fit, GPU sharing, topology-aware
-placement. Each process has exactly one composition root; it builds every
-dependency and runs the loops and servers as children of one task group.
+The kube-scheduler HTTP extender: reclaimed-resource fit, GPU sharing and
+topology-aware placement.
+
+Each process has exactly one composition root: it builds every dependency and
+runs the loops and servers as children of one task group.
 """
 
 from __future__ import annotations
@@ -11,31 +13,20 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from katalyst import __version__
+from katalyst.entrypoint import base_parser, not_built_yet
+
+PROG = "katalyst-scheduler-extender"
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface of ``katalyst-scheduler-extender``."""
-    parser = argparse.ArgumentParser(
-        prog="katalyst-scheduler-extender",
-        description=__doc__.split("\n\n")[1] if __doc__ else None,
-    )
-    parser.add_argument(
-        "--version", action="version", version=f"katalyst-scheduler-extender {__version__}"
-    )
-    return parser
+    return base_parser(PROG, __doc__.split("\n\n")[1] if __doc__ else None)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``katalyst-scheduler-extender`` console script."""
     build_parser().parse_args(argv)
-    # The process's loops are not built yet: say so plainly rather than pretend to run.
-    print(
-        "katalyst-scheduler-extender: the run loop arrives with the scheduler-extender issue (#7); "
-        "only --help and --version work in this release",
-        file=sys.stderr,
-    )
-    return 2
+    return not_built_yet(PROG, "the scheduler-extender issue (#7)")
 
 
 if __name__ == "__main__":

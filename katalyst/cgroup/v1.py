@@ -199,13 +199,16 @@ class CgroupV1Driver(CgroupDriver):
             check_range("memory soft limit", limit, 0, BYTES_MAX, cgroup)
         return self._write_limit(self.path("memory", cgroup, "memory.soft_limit_in_bytes"), limit)
 
-    def set_swap_limit(self, cgroup: str, swap: int | None) -> bool:
-        path = self.require_file(
+    def _memsw_path(self, cgroup: str) -> str:
+        return self.require_file(
             "memory",
             cgroup,
             "memory.memsw.limit_in_bytes",
             missing="swap limits need swap accounting (boot with swapaccount=1)",
         )
+
+    def set_swap_limit(self, cgroup: str, swap: int | None) -> bool:
+        path = self._memsw_path(cgroup)
         memory = self.memory_limit(cgroup)
         if swap is None:
             return self._write_limit(path, None)
@@ -219,13 +222,7 @@ class CgroupV1Driver(CgroupDriver):
         return self._write_limit(path, memory + swap)
 
     def swap_limit(self, cgroup: str) -> int | None:
-        path = self.require_file(
-            "memory",
-            cgroup,
-            "memory.memsw.limit_in_bytes",
-            missing="swap limits need swap accounting (boot with swapaccount=1)",
-        )
-        memsw = self._bytes_or_none(path)
+        memsw = self._bytes_or_none(self._memsw_path(cgroup))
         memory = self.memory_limit(cgroup)
         return None if memsw is None or memory is None else memsw - memory
 

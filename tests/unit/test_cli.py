@@ -1,0 +1,69 @@
+"""The console scripts, through their entry points and as installed commands."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from agent import app as agent_app
+from controllers import app as controller_app
+from katalyst import __version__, cli
+from scheduler_plugins import app as extender_app
+
+
+def test_node_describe_json_reports_this_machine(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["node", "describe", "-o", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["cpus"]["online"]
+    levels = {entry["level"]: entry["oom_priority"] for entry in report["qos_levels"]}
+    assert levels == {
+        "dedicated_cores": [100, 200],
+        "shared_cores": [0, 100],
+        "reclaimed_cores": [-100, 0],
+        "system_cores": [200, 300],
+    }
+    assert "layout" in report["cgroups"] or "error" in report["cgroups"]
+
+
+def test_node_describe_text(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["node", "describe"]) == 0
+    out = capsys.readouterr().out
+    assert "CPU topology" in out
+    assert "reclaimed_cores" in out
+
+
+def test_a_bad_flag_exits_2_naming_it(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["node", "describe", "--sysfs", "/no/such/dir"])
+    assert exc.value.code == 2
+    assert "--sysfs '/no/such/dir' is not a directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("module", [agent_app, controller_app, extender_app])
+def test_process_entry_points_answer_version_and_refuse_to_pretend(
+    module: ModuleType, capsys: pytest.CaptureFixture[str]
+) -> None:
+    main = module.main
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert __version__ in capsys.readouterr().out
+    assert main([]) == 2
+    assert "arrives with" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "script", ["katalyst", "katalyst-agent", "katalyst-controller", "katalyst-scheduler-extender"]
+)
+def test_console_scripts_are_installed(script: str) -> None:
+    path = shutil.which(script, path=str(Path(sys.executable).parent)) or shutil.which(script)
+    assert path is not None, f"{script} is not on PATH: install the project (pip install -e .)"
+    done = subprocess.run([path, "--version"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0
+    assert __version__ in done.stdout
