@@ -44,7 +44,7 @@ def _describe(args: argparse.Namespace) -> int:
         lines.append(f"  physical cores:  {len(topo.cores())}")
         for n, cpus in numa.items():
             lines.append(f"  NUMA node {n}:     CPUs {cpus}")
-    except TopologyError as exc:
+    except (TopologyError, OSError) as exc:
         report["cpus"] = {"error": str(exc)}
         lines.append(f"CPU topology: unavailable ({exc})")
     fs = HostCgroupFS()
@@ -65,10 +65,10 @@ def _describe(args: argparse.Namespace) -> int:
             psi = driver.node_pressure("cpu")
             lines.append(f"  PSI: available (node cpu some avg10={psi.some.avg10:.2f}%)")
             report["psi"] = True
-        except CgroupError as exc:
+        except (CgroupError, OSError) as exc:
             lines.append(f"  PSI: unavailable ({exc})")
             report["psi"] = False
-    except CgroupError as exc:
+    except (CgroupError, OSError) as exc:
         report["cgroups"] = {"error": str(exc)}
         lines.append(f"cgroups: unavailable ({exc})")
     lines.append("")
@@ -109,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``katalyst`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not os.path.isdir(args.sysfs):
+    if getattr(args, "sysfs", None) is not None and not os.path.isdir(args.sysfs):
         parser.error(f"--sysfs {args.sysfs!r} is not a directory")
     try:
         code: int = args.func(args)

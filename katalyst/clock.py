@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import math
 import time
 from typing import Protocol
 
@@ -50,6 +51,11 @@ class FakeClock:
     ``advance`` wakes sleepers in deadline order and lets each woken task run
     until it blocks again before moving time further, so a loop that sleeps one
     period per iteration runs exactly ``advance(total) / period`` iterations.
+
+    "Until it blocks again" is a bounded number of event-loop passes: code run
+    under a fake clock must not wait on threads, executors or real sockets
+    between its sleeps (fake those too), and must use ``clock.sleep`` rather than
+    ``asyncio.wait_for``/``asyncio.timeout``, which read the loop's real clock.
     """
 
     def __init__(self, *, start: float = 0.0, wall_offset: float = 1_700_000_000.0) -> None:
@@ -65,6 +71,8 @@ class FakeClock:
         return self._wall_offset + self._now
 
     async def sleep(self, seconds: float) -> None:
+        if math.isnan(seconds):
+            raise ValueError("cannot sleep for NaN seconds")
         if seconds <= 0:
             await asyncio.sleep(0)
             return
@@ -79,7 +87,7 @@ class FakeClock:
 
     async def advance(self, seconds: float) -> None:
         """Move time forward by ``seconds``, waking every sleeper due on the way."""
-        if seconds < 0:
+        if not seconds >= 0:  # also refuses NaN
             raise ValueError(f"cannot advance a clock by a negative amount ({seconds})")
         target = self._now + seconds
         await _settle()

@@ -29,7 +29,9 @@ given checkpoint; saves within a store are serialised by a lock.
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import fcntl
 import hashlib
 import json
 import logging
@@ -38,8 +40,7 @@ import os
 import re
 import secrets
 import stat
-import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -73,6 +74,9 @@ JSONInput: TypeAlias = (
 _CHECKSUM_PREFIX = "sha256:"
 _CORRUPT_MARKER = ".corrupt-"
 _TMP_SUFFIX = ".tmp"
+_LOCK_FILE = ".lock"
+#: A checkpoint larger than this is not read (a runaway file must not exhaust memory).
+MAX_CHECKPOINT_BYTES = 64 * 1024 * 1024
 # Every temporary file is ".<name>.<16 hex digits>.tmp": the leading dot keeps
 # it out of the checkpoint namespace (names cannot start with a dot) and the
 # fixed-width random part keeps ".a.b.<hex>.tmp" (name "a.b") from being
@@ -167,6 +171,14 @@ class _Corrupt(Exception):
     """Internal: the file's bytes are not a valid checkpoint; the message says why."""
 
 
+def _fsync_path(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -228,6 +240,9 @@ def _decode(raw: bytes) -> dict[str, JSONValue]:
         raise _Corrupt(kind) from exc
     except RecursionError as exc:
         raise _Corrupt("JSON nested too deeply") from exc
+    except ValueError as exc:
+        # e.g. an integer literal beyond Python's int-from-text digit limit.
+        raise _Corrupt(f"not loadable JSON ({exc})") from exc
     if not isinstance(envelope, dict):
         raise _Corrupt(f"envelope is a JSON {type(envelope).__name__}, not an object")
     missing = sorted({"format_version", "checksum", "data"} - envelope.keys())
@@ -260,17 +275,46 @@ class CheckpointStore:
     files that a killed writer left behind.
     """
 
-    def __init__(self, directory: Path, *, clock: Callable[[], datetime] = _utc_now) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        clock: Callable[[], datetime] = _utc_now,
+        max_bytes: int = MAX_CHECKPOINT_BYTES,
+    ) -> None:
         """Open the store at ``directory``.
 
         ``clock`` gives the time stamped into the names of set-aside corrupt
-        files; inject one in tests to get predictable names.
+        files; inject one in tests to get predictable names. A file larger than
+        ``max_bytes`` is reported corrupt without being read.
         """
         self._directory = Path(directory)
         self._clock = clock
-        self._lock = threading.Lock()
-        self._directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._remove_temporaries(name=None)
+        self._max_bytes = max_bytes
+        if not self._directory.is_dir():
+            self._directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # Persist the new directory's entry too, or a power cut on first
+            # start can lose the directory with everything written into it.
+            _fsync_path(self._directory.parent)
+        with self._locked():
+            self._remove_temporaries(name=None)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Exclusive access to the directory, across threads and processes.
+
+        Every save, load and temp-file clean-up holds an flock on ``.lock``: a
+        second store on the same directory (another plugin, or the old agent
+        still running during a DaemonSet rollout) then waits instead of
+        deleting a temporary file that a writer is about to rename. flock locks
+        belong to the open file description, so two threads conflict as well.
+        """
+        fd = os.open(self._directory / _LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
 
     @property
     def directory(self) -> Path:
@@ -286,7 +330,9 @@ class CheckpointStore:
 
         Raises ValueError (naming the offending item) if ``data`` is not plain
         JSON data or the name is unsafe, and OSError if the disk refuses the
-        write; in either case the previous checkpoint is left as it was.
+        write; in either case the previous checkpoint is left as it was. (If only
+        the final fsync of the directory fails, the new checkpoint is already in
+        place and the OSError says that its rename may not yet be durable.)
         """
         path = self.path(name)
         if not isinstance(data, Mapping):
@@ -299,14 +345,17 @@ class CheckpointStore:
             raise ValueError(
                 f"checkpoint {name!r}: data is nested too deeply or refers to itself"
             ) from exc
-        canonical = _canonical(data)
+        try:
+            canonical = _canonical(data)
+        except ValueError as exc:  # an integer too large to print as JSON, say
+            raise ValueError(f"checkpoint {name!r}: data cannot be encoded: {exc}") from exc
         envelope = {
             "format_version": FORMAT_VERSION,
             "checksum": _checksum(canonical),
             "data": data,
         }
         payload = _canonical(envelope) + b"\n"
-        with self._lock:
+        with self._locked():
             self._remove_temporaries(name=name)
             self._write_atomically(path, payload)
 
@@ -321,7 +370,7 @@ class CheckpointStore:
         path = self.path(name)
         # Under the lock: otherwise a concurrent save could replace a corrupt
         # file with a good one just before this load renames "it" aside.
-        with self._lock:
+        with self._locked():
             try:
                 # O_NOFOLLOW: the directory is ours alone; a symlink in it was
                 # not written by save and is not followed to wherever it points.
@@ -336,9 +385,14 @@ class CheckpointStore:
                     raise
                 reason = f"a symbolic link ({exc.strerror})"
             else:
-                raw = self._read_regular_file(fd)
+                try:
+                    raw = self._read_regular_file(fd)
+                except _Corrupt as exc:
+                    raw, too_large = None, str(exc)
+                else:
+                    too_large = ""
                 if raw is None:
-                    reason = "not a regular file"
+                    reason = too_large or "not a regular file"
                 else:
                     try:
                         data = _decode(raw)
@@ -348,8 +402,7 @@ class CheckpointStore:
                         return CheckpointLoaded(name=name, path=path, data=data)
             return self._set_aside(name=name, path=path, reason=reason)
 
-    @staticmethod
-    def _read_regular_file(fd: int) -> bytes | None:
+    def _read_regular_file(self, fd: int) -> bytes | None:
         """Read and close ``fd``; None (without reading) if it is not a regular file.
 
         A directory opens fine read-only on Linux, and a FIFO or device could
@@ -359,7 +412,10 @@ class CheckpointStore:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 return None
             with os.fdopen(fd, "rb", closefd=False) as file:
-                return file.read()
+                raw = file.read(self._max_bytes + 1)
+            if len(raw) > self._max_bytes:
+                raise _Corrupt(f"larger than {self._max_bytes} bytes")
+            return raw
         finally:
             os.close(fd)
 
@@ -408,15 +464,11 @@ class CheckpointStore:
         self._fsync_directory()
 
     def _fsync_directory(self) -> None:
-        fd = os.open(self._directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _fsync_path(self._directory)
 
     def _remove_temporaries(self, *, name: str | None) -> None:
         """Remove temporary files left by a killed writer: all, or those of ``name``."""
-        stem = r"[A-Za-z0-9_][A-Za-z0-9_.-]*" if name is None else re.escape(name)
+        stem = _NAME_CHARS.pattern if name is None else re.escape(name)
         pattern = re.compile(rf"\.{stem}\.[0-9a-f]{{{_TMP_RANDOM_HEX}}}{re.escape(_TMP_SUFFIX)}")
         with os.scandir(self._directory) as entries:
             leftovers = [

@@ -136,7 +136,16 @@ class QoSValidationError(ValueError):
         # Strings are quoted in the message; other values (5, true, [1]) are shown as
         # JSON without quotes, so "must be a string" is not shown next to "5".
         self._quoted = isinstance(value, str)
+        self._raw_value = value
         super().__init__(self._message())
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # The constructor is keyword-only, so the default pickling (which calls
+        # cls(*args)) fails; errors must survive a process pool or a deepcopy.
+        return (
+            _rebuild_error,
+            (self.key, self._raw_value, self.rule, self.kind, self.field),
+        )
 
     def _message(self) -> str:
         # Keys and fields can embed user text (a resource name, a JSON key): bound them.
@@ -148,3 +157,9 @@ class QoSValidationError(ValueError):
 
     def __str__(self) -> str:
         return self._message()
+
+
+def _rebuild_error(
+    key: str, value: object, rule: str, kind: ErrorKind, field: str | None
+) -> QoSValidationError:
+    return QoSValidationError(key=key, value=value, rule=rule, kind=kind, field=field)

@@ -181,7 +181,8 @@ class Quantity:
             ) from None
 
     def __str__(self) -> str:
-        """The canonical text, which :func:`parse_quantity` reads back to an equal value.
+        """The canonical text; :func:`parse_quantity` reads it back to an equal value for
+        every quantity it can produce (a precision of 10**-9 at most).
 
         Like apimachinery's DecimalSI canonical form: the largest power-of-1000 suffix
         that keeps the number an integer (``1.5`` is ``1500m``, ``2000`` is ``2k``).

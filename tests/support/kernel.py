@@ -30,14 +30,14 @@ from katalyst.cgroup import (
 )
 
 log = logging.getLogger(__name__)
-REQUIRE_ENV = "KATALYST_REQUIRE_KERNEL_TESTS"
+STRICT_ENV = "KATALYST_STRICT_TESTS"
 _counter = itertools.count()
 
 
 def kernel_unavailable(reason: str) -> None:
     """Skip with ``reason``, or fail when CI demands the kernel tests run."""
-    if os.environ.get(REQUIRE_ENV) == "1":
-        pytest.fail(f"kernel tests are required here ({REQUIRE_ENV}=1) but: {reason}")
+    if os.environ.get(STRICT_ENV) == "1":
+        pytest.fail(f"kernel tests are required here ({STRICT_ENV}=1) but: {reason}")
     pytest.skip(reason)
 
 

@@ -59,3 +59,11 @@ async def test_the_real_clock_sleeps() -> None:
     before = clock.monotonic()
     await clock.sleep(0.01)
     assert clock.monotonic() > before
+
+
+async def test_nan_is_refused() -> None:
+    clock = FakeClock()
+    with pytest.raises(ValueError, match="NaN"):
+        await clock.sleep(float("nan"))
+    with pytest.raises(ValueError, match="negative"):
+        await clock.advance(float("nan"))

@@ -111,6 +111,48 @@ _RESOURCE_PLUGIN_FIELDS: dict[str, tuple[tuple[str, int, str], ...]] = {
     ),
 }
 
+# Beyond the architecture document: fields of the same service in Katalyst's
+# patched kubelet (kubewharf/kubelet pkg/apis/resourceplugin/v1alpha1/api.proto),
+# pinned here as well so that a slip in them cannot go unnoticed either.
+_UPSTREAM_EXTRA_FIELDS: dict[str, tuple[tuple[str, int, str], ...]] = {
+    "ResourceRequest": (("runtime_class", 15, "string"),),
+    "ResourcePluginOptions": (
+        ("associated_devices", 4, "repeated string"),
+        ("extra_resources", 5, "repeated string"),
+    ),
+    "ResourceAllocationInfo": (
+        ("mounts", 10, "repeated Mount"),
+        ("devices", 11, "repeated DeviceSpec"),
+    ),
+    "PodResourceRequest": (
+        ("pod_uid", 1, "string"),
+        ("pod_namespace", 2, "string"),
+        ("pod_name", 3, "string"),
+        ("pod_role", 4, "string"),
+        ("pod_type", 5, "string"),
+        ("resource_name", 6, "string"),
+        ("hint", 7, "TopologyHint"),
+        ("resource_requests", 8, "map<string,double>"),
+        ("labels", 9, "map<string,string>"),
+        ("annotations", 10, "map<string,string>"),
+    ),
+    "TopologyAwareQuantity": (
+        ("resource_value", 1, "double"),
+        ("node", 2, "uint64"),
+        ("name", 3, "string"),
+        ("type", 4, "string"),
+        ("topology_level", 5, "TopologyLevel"),
+        ("annotations", 6, "map<string,string>"),
+    ),
+    "DeviceRequest": (
+        ("device_name", 1, "string"),
+        ("hint", 2, "TopologyHint"),
+        ("available_devices", 3, "repeated string"),
+        ("reusable_devices", 4, "repeated string"),
+        ("device_request", 5, "uint64"),
+    ),
+}
+
 _REGISTRATION_FIELDS: dict[str, tuple[tuple[str, int, str], ...]] = {
     "PluginInfo": (
         ("type", 1, "string"),
@@ -124,27 +166,41 @@ _REGISTRATION_FIELDS: dict[str, tuple[tuple[str, int, str], ...]] = {
     ),
 }
 
-_CASES = [
-    pytest.param(
-        rp_pb2.DESCRIPTOR.message_types_by_name[message],
-        name,
-        number,
-        type_name,
-        id=f"{message}.{name}",
-    )
-    for message, fields in _RESOURCE_PLUGIN_FIELDS.items()
-    for name, number, type_name in fields
-] + [
-    pytest.param(
-        reg_pb2.DESCRIPTOR.message_types_by_name[message],
-        name,
-        number,
-        type_name,
-        id=f"{message}.{name}",
-    )
-    for message, fields in _REGISTRATION_FIELDS.items()
-    for name, number, type_name in fields
-]
+_CASES = (
+    [
+        pytest.param(
+            rp_pb2.DESCRIPTOR.message_types_by_name[message],
+            name,
+            number,
+            type_name,
+            id=f"{message}.{name}",
+        )
+        for message, fields in _RESOURCE_PLUGIN_FIELDS.items()
+        for name, number, type_name in fields
+    ]
+    + [
+        pytest.param(
+            rp_pb2.DESCRIPTOR.message_types_by_name[message],
+            name,
+            number,
+            type_name,
+            id=f"upstream-{message}.{name}",
+        )
+        for message, fields in _UPSTREAM_EXTRA_FIELDS.items()
+        for name, number, type_name in fields
+    ]
+    + [
+        pytest.param(
+            reg_pb2.DESCRIPTOR.message_types_by_name[message],
+            name,
+            number,
+            type_name,
+            id=f"{message}.{name}",
+        )
+        for message, fields in _REGISTRATION_FIELDS.items()
+        for name, number, type_name in fields
+    ]
+)
 
 
 @pytest.mark.parametrize(("message", "name", "number", "type_name"), _CASES)

@@ -33,7 +33,12 @@ _NAME = "state"
 # file is being written or renamed (about a third of them here), and small
 # enough that a save takes a few milliseconds, so most rounds complete some.
 _REPEATS = 25_000
-_ROUNDS = 30
+# Rounds run until enough kills landed mid-write and enough rounds loaded a
+# checkpoint (so the test cannot pass without exercising the protocol), up to
+# a cap that fails the test instead of looping forever on a strange machine.
+_MIN_MID_WRITE_KILLS = 5
+_MIN_LOADED_ROUNDS = 10
+_MAX_ROUNDS = 150
 
 # The writer: saves counter, counter+1, ... and after each completed save
 # prints the counter, so the parent knows what was certainly on disk. It stops
@@ -84,8 +89,12 @@ def test_a_killed_writer_leaves_a_complete_checkpoint(tmp_path: Path) -> None:
     rng = random.Random(seed)  # noqa: S311
     loaded_counter = 0  # 0: nothing has ever been loaded
     ever_saved = False
+    mid_write_kills = 0
+    loaded_rounds = 0
 
-    for round_ in range(_ROUNDS):
+    for round_ in range(_MAX_ROUNDS):
+        if mid_write_kills >= _MIN_MID_WRITE_KILLS and loaded_rounds >= _MIN_LOADED_ROUNDS:
+            break
         context = f"seed {seed}, round {round_}"
         writer = subprocess.Popen(
             [sys.executable, "-c", _WRITER, str(directory), str(loaded_counter + 1)],
@@ -105,6 +114,9 @@ def test_a_killed_writer_leaves_a_complete_checkpoint(tmp_path: Path) -> None:
         assert writer.returncode == -signal.SIGKILL, context
         saved = _completed_saves(b"ready\n" + stdout)
         ever_saved = ever_saved or bool(saved)
+        # A temporary file left behind means the kill landed inside a save.
+        if any(p.name.endswith(".tmp") for p in directory.iterdir()):
+            mid_write_kills += 1
 
         result = CheckpointStore(directory).load(_NAME)
 
@@ -115,6 +127,7 @@ def test_a_killed_writer_leaves_a_complete_checkpoint(tmp_path: Path) -> None:
             assert loaded_counter == 0, context
             continue
         assert isinstance(result, CheckpointLoaded), context
+        loaded_rounds += 1
         counter = _counter_of(result.data, context=context)
         # What the file holds is the last save reported complete, or the one
         # after it, which may have landed just before the kill. Never older:
@@ -125,7 +138,13 @@ def test_a_killed_writer_leaves_a_complete_checkpoint(tmp_path: Path) -> None:
         loaded_counter = counter
         # Opening the store removed any half-written temporary file, and
         # nothing was ever set aside as corrupt.
-        assert sorted(p.name for p in directory.iterdir()) == [_NAME], context
+        assert sorted(p.name for p in directory.iterdir()) == [".lock", _NAME], context
+
+    assert ever_saved, f"seed {seed}: no save ever completed"
+    assert mid_write_kills >= _MIN_MID_WRITE_KILLS, (
+        f"seed {seed}: only {mid_write_kills} kills landed inside a save"
+    )
+    assert loaded_rounds >= _MIN_LOADED_ROUNDS, f"seed {seed}: only {loaded_rounds} loads"
 
 
 def test_truncation_at_any_offset_is_caught(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import stat
+import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -38,7 +39,8 @@ def _frozen_clock() -> datetime:
 
 
 def _files(directory: Path) -> set[str]:
-    return {entry.name for entry in directory.iterdir()}
+    # .lock is the store's own lock file, present once a store has been opened.
+    return {entry.name for entry in directory.iterdir()} - {".lock"}
 
 
 def _canonical_sha256(data: object) -> str:
@@ -133,6 +135,7 @@ _CORRUPT_FILES = [
     pytest.param(b"\n  \n", "empty file", id="blank"),
     pytest.param(b"not json at all", "not valid JSON", id="not-json"),
     pytest.param(b"\xff\xfe{}", "not UTF-8", id="not-utf8"),
+    pytest.param(b'{"data": ' + b"9" * 5000 + b"}", "not loadable JSON", id="huge-int"),
     pytest.param(_envelope(_GOOD)[:-7], "not valid JSON", id="truncated"),
     pytest.param(b"[1, 2]", "not an object", id="envelope-is-a-list"),
     pytest.param(
@@ -353,3 +356,48 @@ def test_existing_directory_is_used_as_is(tmp_path: Path) -> None:
     store.save("cpu", _GOOD)
     assert stat.S_IMODE(tmp_path.stat().st_mode) == 0o750
     assert isinstance(store.load("cpu"), CheckpointLoaded)
+
+
+def test_data_that_cannot_be_encoded_names_the_checkpoint(tmp_path: Path) -> None:
+    store = CheckpointStore(tmp_path)
+    with pytest.raises(ValueError, match="checkpoint 'big'"):
+        store.save("big", {"n": 10**5000})
+    assert isinstance(store.load("big"), CheckpointMissing)
+
+
+def test_a_second_store_on_the_same_directory_never_breaks_a_writer(tmp_path: Path) -> None:
+    """Opening a store cleans temporary files; the directory lock keeps it from
+    deleting one that another store is about to rename into place."""
+    writer = CheckpointStore(tmp_path)
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def keep_saving() -> None:
+        try:
+            for i in range(300):
+                writer.save("state", {"i": i, "pad": "x" * 10_000})
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            stop.set()
+
+    thread = threading.Thread(target=keep_saving)
+    thread.start()
+    opened = 0
+    while not stop.is_set():
+        CheckpointStore(tmp_path)
+        opened += 1
+    thread.join()
+    assert errors == []
+    assert opened > 0
+    loaded = writer.load("state")
+    assert isinstance(loaded, CheckpointLoaded)
+    assert loaded.data["i"] == 299
+
+
+def test_an_oversized_file_is_not_read_into_memory(tmp_path: Path) -> None:
+    store = CheckpointStore(tmp_path, max_bytes=1024)
+    store.save("state", {"pad": "x" * 4096})
+    result = store.load("state")
+    assert isinstance(result, CheckpointCorrupt)
+    assert "larger than 1024 bytes" in result.reason

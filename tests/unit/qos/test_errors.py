@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
+
 import pytest
 
 from katalyst.qos import QoSValidationError
@@ -92,3 +95,14 @@ def test_self_referencing_value_does_not_break_the_message() -> None:
     loop: list[object] = []
     loop.append(loop)
     assert QoSValidationError(key="k", value=loop, rule="r").value == "<list>"
+
+
+def test_errors_survive_pickling_and_copying() -> None:
+    error = QoSValidationError(
+        key="katalyst.kubewharf.io/qos_level", value="foo", rule="must be a level", field=None
+    )
+    # Our own bytes, just produced: nothing untrusted is unpickled.
+    for clone in (pickle.loads(pickle.dumps(error)), copy.deepcopy(error)):  # noqa: S301
+        assert isinstance(clone, QoSValidationError)
+        assert str(clone) == str(error)
+        assert (clone.key, clone.value, clone.rule) == (error.key, error.value, error.rule)
