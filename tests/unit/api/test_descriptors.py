@@ -14,7 +14,12 @@ import struct
 from types import MappingProxyType
 
 import pytest
-from google.protobuf.descriptor import Descriptor, FieldDescriptor, ServiceDescriptor
+from google.protobuf.descriptor import (
+    Descriptor,
+    FieldDescriptor,
+    FileDescriptor,
+    ServiceDescriptor,
+)
 
 from katalyst.api.pluginregistration import api_pb2 as reg_pb2
 from katalyst.api.resourceplugin.v1alpha1 import api_pb2 as rp_pb2
@@ -166,40 +171,27 @@ _REGISTRATION_FIELDS: dict[str, tuple[tuple[str, int, str], ...]] = {
     ),
 }
 
+
+def _cases(
+    file: FileDescriptor, table: dict[str, tuple[tuple[str, int, str], ...]], prefix: str = ""
+) -> list[object]:
+    return [
+        pytest.param(
+            file.message_types_by_name[message],
+            name,
+            number,
+            type_name,
+            id=f"{prefix}{message}.{name}",
+        )
+        for message, fields in table.items()
+        for name, number, type_name in fields
+    ]
+
+
 _CASES = (
-    [
-        pytest.param(
-            rp_pb2.DESCRIPTOR.message_types_by_name[message],
-            name,
-            number,
-            type_name,
-            id=f"{message}.{name}",
-        )
-        for message, fields in _RESOURCE_PLUGIN_FIELDS.items()
-        for name, number, type_name in fields
-    ]
-    + [
-        pytest.param(
-            rp_pb2.DESCRIPTOR.message_types_by_name[message],
-            name,
-            number,
-            type_name,
-            id=f"upstream-{message}.{name}",
-        )
-        for message, fields in _UPSTREAM_EXTRA_FIELDS.items()
-        for name, number, type_name in fields
-    ]
-    + [
-        pytest.param(
-            reg_pb2.DESCRIPTOR.message_types_by_name[message],
-            name,
-            number,
-            type_name,
-            id=f"{message}.{name}",
-        )
-        for message, fields in _REGISTRATION_FIELDS.items()
-        for name, number, type_name in fields
-    ]
+    _cases(rp_pb2.DESCRIPTOR, _RESOURCE_PLUGIN_FIELDS)
+    + _cases(rp_pb2.DESCRIPTOR, _UPSTREAM_EXTRA_FIELDS, "upstream-")
+    + _cases(reg_pb2.DESCRIPTOR, _REGISTRATION_FIELDS)
 )
 
 
