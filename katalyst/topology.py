@@ -121,3 +121,32 @@ def read_cpu_topology(sysfs: str | os.PathLike[str] = "/sys") -> CPUTopology:
             )
         )
     return CPUTopology(tuple(infos))
+
+
+def read_numa_memory(sysfs: str | os.PathLike[str] = "/sys") -> dict[int, int]:
+    """NUMA node -> its memory in bytes (``MemTotal`` of ``nodeN/meminfo``).
+
+    Without NUMA information in sysfs the mapping is empty; callers then treat
+    the machine as one node 0 holding all memory (``psutil.virtual_memory``).
+    """
+    out: dict[int, int] = {}
+    node_dir = Path(sysfs) / "devices/system/node"
+    if not node_dir.is_dir():
+        return out
+    for entry in sorted(node_dir.iterdir()):
+        name = entry.name
+        if not (name.startswith("node") and name[4:].isascii() and name[4:].isdigit()):
+            continue
+        meminfo = entry / "meminfo"
+        if not meminfo.exists():
+            continue
+        for line in _read(meminfo).splitlines():
+            # "Node 0 MemTotal:        4417748 kB"
+            parts = line.split()
+            if len(parts) >= 5 and parts[2] == "MemTotal:":
+                try:
+                    out[int(name[4:])] = int(parts[3]) * 1024
+                except ValueError:
+                    raise TopologyError(f"{meminfo}: bad MemTotal line {line!r}") from None
+                break
+    return out

@@ -1,0 +1,211 @@
+"""The agent's start-up configuration: one loader, file then environment then flags.
+
+Every field is documented with its unit and default; values are validated at
+start-up and a bad one stops the agent with a one-line message naming the field
+(exit status 2). What SREs tune at run time (targets, gains, thresholds) is the
+dynamic configuration of a later issue, not this.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import enum
+import ipaddress
+import os
+import re
+import socket
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from katalyst.cgroup import validate_cgroup_path
+from katalyst.cgroup.errors import CgroupInvalidValue
+from katalyst.cpuset import CPUSet
+from katalyst.entrypoint import base_parser
+
+ENV_PREFIX = "KATALYST_"
+_DNS_SUBDOMAIN = re.compile(
+    r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*", re.ASCII
+)
+
+
+class ConfigError(ValueError):
+    """A configuration value broke a rule; the message names the field and the rule."""
+
+
+class Mode(enum.StrEnum):
+    """How the agent attaches to the node's kubelet."""
+
+    QRM = "qrm"
+    """The (patched) kubelet calls the QoS resource manager hook on our sockets."""
+    ORM = "orm"
+    """A vanilla kubelet: the agent watches its pods and writes cgroups itself."""
+
+
+class LogFormat(enum.StrEnum):
+    """How log lines are written."""
+
+    TEXT = "text"
+    JSON = "json"
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    """Everything the agent needs to start."""
+
+    node_name: str = field(default_factory=lambda: socket.gethostname().lower())
+    """This node's name as the API server knows it (a DNS subdomain). Default: the hostname."""
+    mode: Mode = Mode.QRM
+    """``qrm`` or ``orm``; ignored with ``standalone``. Default ``qrm``."""
+    standalone: Path | None = None
+    """A folder of Pod manifests: run without a cluster, the local node playing the kubelet."""
+    qrm_socket_dir: Path = Path("/var/lib/kubelet/plugins_registry")
+    """Where the plugin sockets are created (the kubelet's plugin watcher directory)."""
+    state_dir: Path = Path("/var/lib/katalyst")
+    """Checkpoints (allocations, dynamic config). Created 0700 if missing."""
+    cgroup_root: str = "kubepods"
+    """The cgroup, relative to each hierarchy's root, under which pods live."""
+    reserved_cpus: CPUSet = field(default_factory=lambda: CPUSet.of([0]))
+    """CPUs kept for the system (the reserve pool), kernel list format. Default ``0``."""
+    metrics_addr: str = "127.0.0.1:9316"
+    """``host:port`` of the /metrics and /healthz HTTP endpoint."""
+    kubeconfig: Path | None = None
+    """A kubeconfig for the API server; None: in-cluster service account (ORM mode)."""
+    log_format: LogFormat = LogFormat.TEXT
+    """``text`` or ``json``."""
+
+
+# Flag name -> (field, help). The single table keeps --help, the environment
+# variables and the config file keys in step.
+_FIELDS: tuple[tuple[str, str], ...] = (
+    ("node_name", "this node's name as the API server knows it (default: the hostname)"),
+    ("mode", "qrm: a patched kubelet calls our sockets; orm: vanilla kubelet (default qrm)"),
+    ("standalone", "run without a cluster: DIR holds Pod manifests the local node runs"),
+    (
+        "qrm_socket_dir",
+        "directory of the plugin sockets (default /var/lib/kubelet/plugins_registry)",
+    ),
+    ("state_dir", "directory of checkpoints (default /var/lib/katalyst)"),
+    ("cgroup_root", "cgroup below which pods live, relative to each hierarchy (default kubepods)"),
+    ("reserved_cpus", "CPUs of the reserve pool, kernel list format such as 0-1 (default 0)"),
+    ("metrics_addr", "host:port of /metrics and /healthz (default 127.0.0.1:9316)"),
+    ("kubeconfig", "kubeconfig file; default: the in-cluster service account"),
+    ("log_format", "text or json (default text)"),
+)
+
+
+def build_parser(prog: str = "katalyst-agent") -> argparse.ArgumentParser:
+    """The agent's flags; every one can also come from the config file or environment."""
+    parser = base_parser(
+        prog,
+        "The node agent. Settings come from --config FILE (YAML, keys as the flags with "
+        f"underscores), then {ENV_PREFIX}<FLAG> environment variables, then flags.",
+    )
+    parser.add_argument("--config", metavar="FILE", help="YAML file with any of the settings below")
+    for name, text in _FIELDS:
+        flag = "--" + name.replace("_", "-")
+        metavar = {
+            "standalone": "DIR",
+            "kubeconfig": "FILE",
+            "qrm_socket_dir": "DIR",
+            "state_dir": "DIR",
+        }
+        parser.add_argument(flag, dest=name, default=None, metavar=metavar.get(name), help=text)
+    return parser
+
+
+def _convert(name: str, raw: object, source: str) -> object:
+    """Turn one raw value into the field's type, or ConfigError naming it."""
+    where = f"{name} (from {source})"
+    if not isinstance(raw, str | int):
+        raise ConfigError(f"{where}: expected a string, got {type(raw).__name__}")
+    text = str(raw).strip()
+    if name == "node_name":
+        if len(text) > 253 or not _DNS_SUBDOMAIN.fullmatch(text):
+            raise ConfigError(
+                f"{where}: {text!r} is not a DNS subdomain (lowercase, digits, '-', '.')"
+            )
+        return text
+    if name == "mode":
+        try:
+            return Mode(text)
+        except ValueError:
+            raise ConfigError(f"{where}: {text!r} is not one of qrm, orm") from None
+    if name == "log_format":
+        try:
+            return LogFormat(text)
+        except ValueError:
+            raise ConfigError(f"{where}: {text!r} is not one of text, json") from None
+    if name in ("standalone", "qrm_socket_dir", "state_dir", "kubeconfig"):
+        if not text or "\x00" in text:
+            raise ConfigError(f"{where}: must be a path")
+        return Path(text)
+    if name == "cgroup_root":
+        try:
+            return validate_cgroup_path(text.strip("/"))
+        except CgroupInvalidValue as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+    if name == "reserved_cpus":
+        try:
+            cpus = CPUSet.parse(text)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        return cpus
+    if name == "metrics_addr":
+        host, sep, port = text.rpartition(":")
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"{where}: {text!r} is not host:port with a port in 1-65535")
+        try:
+            ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            if not _DNS_SUBDOMAIN.fullmatch(host.lower()):
+                raise ConfigError(f"{where}: {host!r} is not an IP address or host name") from None
+        return text
+    raise ConfigError(f"{where}: unknown setting")  # pragma: no cover - table and code agree
+
+
+def _from_file(path: str) -> Mapping[str, object]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            loaded = yaml.safe_load(f)
+    except OSError as exc:
+        raise ConfigError(f"--config {path}: cannot read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--config {path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(
+            f"--config {path}: must be a mapping of settings, not {type(loaded).__name__}"
+        )
+    known = {name for name, _ in _FIELDS}
+    unknown = sorted(str(k) for k in loaded if k not in known)
+    if unknown:
+        raise ConfigError(f"--config {path}: unknown settings {', '.join(unknown)}")
+    return {str(k): v for k, v in loaded.items()}
+
+
+def load_config(argv: Sequence[str], env: Mapping[str, str] | None = None) -> AgentConfig:
+    """Parse flags, read ``--config``, overlay the environment, then the flags.
+
+    Raises :class:`ConfigError` for a bad value; argparse itself exits 2 for an
+    unknown flag.
+    """
+    env = os.environ if env is None else env
+    args = build_parser().parse_args(argv)
+    values: dict[str, object] = {}
+    if args.config is not None:
+        for name, raw in _from_file(args.config).items():
+            values[name] = _convert(name, raw, f"--config {args.config}")
+    for name, _ in _FIELDS:
+        var = ENV_PREFIX + name.upper()
+        if var in env:
+            values[name] = _convert(name, env[var], f"${var}")
+    for name, _ in _FIELDS:
+        raw = getattr(args, name)
+        if raw is not None:
+            values[name] = _convert(name, raw, "--" + name.replace("_", "-"))
+    return dataclasses.replace(AgentConfig(), **values)  # type: ignore[arg-type]
