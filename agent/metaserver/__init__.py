@@ -1,0 +1,1 @@
+"""The metaserver: the one place that knows the node (pods, topology, cgroups, metrics)."""
