@@ -1,0 +1,1 @@
+"""Enforcement: turning the policies' decisions into cgroup and /proc writes."""
