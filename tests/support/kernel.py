@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.standalone.runtime import spawn_in_cgroup
 from katalyst.cgroup import (
     CgroupDriver,
     CgroupError,
@@ -93,20 +94,9 @@ class Processes:
     def start_in(
         self, driver: CgroupDriver, cgroup: str, argv: Sequence[str]
     ) -> subprocess.Popen[bytes]:
-        """Start ``argv`` already inside ``cgroup``: a shell waits on stdin until
-        it has been attached, then execs the command, so no instruction of the
-        command runs outside the cgroup."""
-        proc = subprocess.Popen(
-            ["/bin/sh", "-c", 'read _ && exec "$@"', "sh", *argv],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        """Start ``argv`` already inside ``cgroup`` (the agent's own spawning)."""
+        proc = spawn_in_cgroup(driver, cgroup, argv, stderr=subprocess.PIPE)
         self._procs.append(proc)
-        driver.attach(cgroup, proc.pid)
-        assert proc.stdin is not None
-        proc.stdin.write(b"go\n")
-        proc.stdin.close()
         return proc
 
     def kill_all(self) -> None:
