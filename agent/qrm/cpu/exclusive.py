@@ -13,7 +13,7 @@
    cores that are already partly taken (fewest free siblings first), so that as
    few whole cores as possible are broken.
 
-**NUMA hints** (:func:`numa_hints`): every *minimal* run of adjacent NUMA nodes
+**NUMA hints** (:func:`agent.qrm.hints.numa_hints`): every *minimal* run of adjacent NUMA nodes
 (consecutive in id order) whose CPUs suffice, i.e. one that contains no smaller
 fitting run (with 6 CPUs free on node 0 and 1 each on nodes 1 and 2, a 2-CPU ask
 gets ``{0}`` and ``{1, 2}``, not ``{0, 1}``). The runs with the fewest nodes are
@@ -22,9 +22,7 @@ gets ``{0}`` and ``{1, 2}``, not ``{0, 1}``). The runs with the fewest nodes are
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
-from agent.qrm.types import TopologyHint
+from agent.qrm.hints import numa_hints
 from katalyst.cpuset import CPUSet
 from katalyst.topology import CPUTopology
 
@@ -100,34 +98,4 @@ def take_cpus(topology: CPUTopology, *, free: CPUSet, count: int) -> CPUSet | No
         remaining = count - len(taken)
 
 
-def numa_hints(
-    *, node_ids: list[int], available: Mapping[int, int], count: int
-) -> tuple[TopologyHint, ...]:
-    """Hints for ``count`` CPUs: minimal runs of adjacent nodes, the shortest preferred.
-
-    ``node_ids``: every NUMA node of the machine, in id order (adjacency is
-    position in this list). ``available``: node -> CPUs it can give; a node absent
-    from it may not be part of any run (for ``numa_exclusive``, a node with
-    dedicated CPUs in use). Sorted by run length, then first node.
-    """
-    ids = sorted(node_ids)
-
-    def fits(lo: int, hi: int) -> bool:
-        window = ids[lo : hi + 1]
-        return all(n in available for n in window) and (sum(available[n] for n in window) >= count)
-
-    runs: list[tuple[int, ...]] = []
-    for lo in range(len(ids)):
-        for hi in range(lo, len(ids)):
-            if not fits(lo, hi):
-                continue
-            # [lo, hi - 1] does not fit (hi is the first end that does); if
-            # [lo + 1, hi] fits, the run from lo + 1 is the smaller one.
-            if lo == hi or not fits(lo + 1, hi):
-                runs.append(tuple(ids[lo : hi + 1]))
-            break  # a longer run from the same start contains this one
-    if not runs:
-        return ()
-    shortest = min(len(run) for run in runs)
-    runs.sort(key=lambda run: (len(run), run))
-    return tuple(TopologyHint(nodes=frozenset(run), preferred=len(run) == shortest) for run in runs)
+__all__ = ["numa_hints", "take_cpus"]

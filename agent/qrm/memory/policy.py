@@ -26,6 +26,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
+from agent.qrm.hints import numa_hints
 from agent.qrm.types import (
     AllocationInfo,
     AllocationRefused,
@@ -144,15 +145,22 @@ class MemoryPolicy:
         existing = self._pod_bound_nodes(request.pod_uid)
         if existing is not None:
             return {RESOURCE: (TopologyHint(nodes=frozenset(existing), preferred=True),)}
-        ask = self._request_bytes(request)
-        fitting = [
-            n
-            for n in self._capacity
-            if self._fits(node=n, ask=ask, exclusive=request.enhancements.memory.numa_exclusive)
-        ]
         return {
-            RESOURCE: tuple(TopologyHint(nodes=frozenset({n}), preferred=True) for n in fitting)
+            RESOURCE: self._hints(
+                ask=self._request_bytes(request),
+                exclusive=request.enhancements.memory.numa_exclusive,
+            )
         }
+
+    def _hints(self, *, ask: int, exclusive: bool) -> tuple[TopologyHint, ...]:
+        # The same shape of hints as the CPU plugin's (agent.qrm.hints), so that
+        # the kubelet's topology manager can merge the two.
+        available = {
+            n: self._free(n)
+            for n in self._capacity
+            if not self._exclusive_owner(n) and not (exclusive and self._used(n) > 0)
+        }
+        return numa_hints(node_ids=list(self._capacity), available=available, count=ask)
 
     def allocate(self, request: ContainerRequest) -> ContainerAllocation:
         existing = self._plans.get(request.pod_uid, {}).get(request.container_name)
@@ -257,14 +265,11 @@ class MemoryPolicy:
         elif request.hint is not None and request.hint.nodes:
             nodes = CPUSet.of(request.hint.nodes)
         else:
-            fitting = [
-                n
-                for n in self._capacity
-                if self._fits(node=n, ask=ask, exclusive=memory.numa_exclusive)
-            ]
-            if not fitting:
+            # No hint (ORM and standalone modes): our own first preferred one.
+            own = self._hints(ask=ask, exclusive=memory.numa_exclusive)
+            if not own:
                 raise AllocationRefused(self._refusal(ask, list(self._capacity)))
-            nodes = CPUSet.of([fitting[0]])
+            nodes = CPUSet.of(own[0].nodes)
         unknown = sorted(set(nodes) - set(self._capacity))
         if unknown:
             raise InvalidRequest(f"hint names NUMA nodes {unknown} that this node does not have")
@@ -335,6 +340,19 @@ class MemoryPolicy:
                 for uid, containers in self._plans.items()
             },
         }
+
+    @classmethod
+    def from_state(
+        cls,
+        state: Mapping[str, object],
+        *,
+        numa_memory: Mapping[int, int],
+        reserved: Mapping[int, int] | None = None,
+    ) -> MemoryPolicy:
+        """A policy restored from :meth:`to_state` (as ``CPUPolicy.from_state``)."""
+        policy = cls(numa_memory=numa_memory, reserved=reserved)
+        policy.restore(state)
+        return policy
 
     def restore(self, state: Mapping[str, object]) -> None:
         """Load :meth:`to_state` output; ValueError (naming the problem) if it does not

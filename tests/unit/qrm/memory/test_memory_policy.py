@@ -249,3 +249,27 @@ def test_construction_is_checked() -> None:
         MemoryPolicy(numa_memory={})
     with pytest.raises(ValueError, match="unknown NUMA"):
         MemoryPolicy(numa_memory={0: GiB}, reserved={3: 1})
+
+
+def test_a_pod_larger_than_one_node_is_hinted_adjacent_nodes() -> None:
+    policy = _policy()
+    big = _request("d1", level="dedicated_cores", memory=BOUND, requests={"memory": 10 * GiB})
+    assert policy.topology_hints(big) == {
+        "memory": (TopologyHint(nodes=frozenset({0, 1}), preferred=True),)
+    }
+    answer = policy.allocate(
+        _request(
+            "d1", level="dedicated_cores", memory=BOUND, requests={"memory": 10 * GiB}, hint={0, 1}
+        )
+    )["memory"]
+    assert answer.allocation_result == "0-1"
+    assert dict(answer.topology_assignments) == {0: 5 * GiB, 1: 5 * GiB}
+
+
+def test_without_a_hint_the_policy_picks_its_own_preferred_node() -> None:
+    policy = _policy()
+    answer = policy.allocate(_request("d1", level="dedicated_cores", memory=BOUND))["memory"]
+    assert answer.allocation_result == "0"
+    huge = _request("d2", level="dedicated_cores", memory=BOUND, requests={"memory": 64 * GiB})
+    with pytest.raises(AllocationRefused, match="asked"):
+        policy.allocate(huge)
