@@ -419,6 +419,19 @@ class CheckpointStore:
         finally:
             os.close(fd)
 
+    def discard(self, name: str, *, reason: str) -> CheckpointCorrupt | CheckpointMissing:
+        """Set checkpoint ``name`` aside although it is intact.
+
+        For a checkpoint whose *content* the caller cannot use (state that no
+        longer fits the machine, say): it is kept for inspection as
+        ``<name>.corrupt-<timestamp>``, logged with ``reason``, and never loaded again.
+        """
+        path = self.path(name)
+        with self._locked():
+            if not path.exists() and not path.is_symlink():
+                return CheckpointMissing(name=name, path=path)
+            return self._set_aside(name=name, path=path, reason=reason)
+
     def _set_aside(self, *, name: str, path: Path, reason: str) -> CheckpointCorrupt:
         """Rename a bad checkpoint out of the way, keeping it for inspection."""
         stamp = self._clock().astimezone(UTC).strftime("%Y%m%dT%H%M%S.%fZ")

@@ -37,6 +37,7 @@ from agent.qrm.types import (
     PluginOptions,
     TopologyHint,
 )
+from katalyst.checkpoint import JSONValue
 from katalyst.cpuset import CPUSet
 from katalyst.qos import (
     OOM_PRIORITY_IGNORE,
@@ -319,7 +320,7 @@ class MemoryPolicy:
 
     # ---- checkpoints -------------------------------------------------------------------
 
-    def to_state(self) -> dict[str, object]:
+    def to_state(self) -> dict[str, JSONValue]:
         """Everything needed to answer identically after a restart (JSON-able)."""
         return {
             "version": STATE_VERSION,

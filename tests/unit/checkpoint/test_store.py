@@ -401,3 +401,14 @@ def test_an_oversized_file_is_not_read_into_memory(tmp_path: Path) -> None:
     result = store.load("state")
     assert isinstance(result, CheckpointCorrupt)
     assert "larger than 1024 bytes" in result.reason
+
+
+def test_an_intact_checkpoint_the_caller_cannot_use_is_set_aside(tmp_path: Path) -> None:
+    store = CheckpointStore(tmp_path, clock=_frozen_clock)
+    store.save("cpu", {"cpus": "0-63"})
+    result = store.discard("cpu", reason="CPUs 2-63 are not online")
+    assert isinstance(result, CheckpointCorrupt)
+    assert result.reason == "CPUs 2-63 are not online"
+    assert result.moved_to.exists()
+    assert isinstance(store.load("cpu"), CheckpointMissing)
+    assert isinstance(store.discard("cpu", reason="again"), CheckpointMissing)
