@@ -1,0 +1,1 @@
+"""Integration tests: real gRPC over unix sockets, driven by the kubelet emulator."""
