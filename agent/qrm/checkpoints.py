@@ -40,4 +40,3 @@ def restore_or_new(
                 exc,
             )
     return new(), False
-
