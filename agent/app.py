@@ -1,32 +1,209 @@
-"""``katalyst-agent``: the composition root of this process.
+"""``katalyst-agent``: the composition root of the node agent.
 
-The node agent: QoS resource manager plugins (kubelet hook), sysadvisor,
-eviction, reporter and cgroup enforcement.
-
-Each process has exactly one composition root: it builds every dependency and
-runs the loops and servers as children of one task group.
+It builds every dependency (topology, checkpoints, the CPU and memory policies,
+their plugin servers and, in standalone mode, the local node) and runs the
+servers and loops until SIGTERM or SIGINT: then the sockets are closed, the
+checkpoints flushed, and the process exits 0, well within 5 s.
 """
 
 from __future__ import annotations
 
-import argparse
+import asyncio
+import contextlib
+import logging
+import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from katalyst.entrypoint import base_parser, not_built_yet
+import psutil
 
+from agent.config import AgentConfig, ConfigError, Mode, load_config
+from agent.qrm.checkpoints import restore_or_new
+from agent.qrm.cpu import CPUPolicy
+from agent.qrm.memory import MemoryPolicy
+from agent.qrm.server import OnChange, PluginServer, PluginServerError
+from agent.standalone.kubelet import LocalKubelet
+from agent.standalone.node import LocalNode
+from agent.standalone.runtime import ContainerLogs
+from katalyst.cgroup import CgroupError, CgroupFS, HostCgroupFS, open_driver
+from katalyst.checkpoint import CheckpointStore
+from katalyst.clock import Clock, MonotonicClock
+from katalyst.logsetup import configure_logging
+from katalyst.topology import TopologyError, read_cpu_topology, read_numa_memory
+
+log = logging.getLogger(__name__)
 PROG = "katalyst-agent"
+STANDALONE_CGROUP_ROOT = "katalyst"
+SERVER_GRACE_S = 1.0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command-line interface of ``katalyst-agent``."""
-    return base_parser(PROG, __doc__.split("\n\n")[1] if __doc__ else None)
+class StartupError(Exception):
+    """The agent cannot start; the message says why (exit status 2)."""
+
+
+def _numa_memory(sysfs: str) -> dict[int, int]:
+    numa = read_numa_memory(sysfs)
+    if len(numa) <= 1:
+        # One node holds all memory; sysfs's per-node MemTotal can be smaller than
+        # the machine's on some virtual machines (hot-plugged memory).
+        return {next(iter(numa), 0): psutil.virtual_memory().total}
+    return numa
+
+
+def build_policies(
+    config: AgentConfig, *, store: CheckpointStore, sysfs: str
+) -> tuple[CPUPolicy, MemoryPolicy]:
+    """The CPU and memory policies, restored from their checkpoints when those fit."""
+    try:
+        topology = read_cpu_topology(sysfs)
+    except TopologyError as exc:
+        raise StartupError(f"cannot read the CPU topology: {exc}") from exc
+    missing = config.reserved_cpus.difference(topology.online)
+    if missing.ids or not config.reserved_cpus.ids:
+        raise StartupError(
+            f"reserved_cpus {config.reserved_cpus!s} must be a non-empty set of online CPUs "
+            f"({topology.online!s} are online)"
+        )
+    numa = _numa_memory(sysfs)
+    cpu, cpu_restored = restore_or_new(
+        store,
+        "qrm_cpu_plugin",
+        restore=lambda s: CPUPolicy.from_state(s, topology=topology, reserved=config.reserved_cpus),
+        new=lambda: CPUPolicy(topology=topology, reserved=config.reserved_cpus),
+    )
+    memory, memory_restored = restore_or_new(
+        store,
+        "qrm_memory_plugin",
+        restore=lambda s: MemoryPolicy.from_state(s, numa_memory=numa),
+        new=lambda: MemoryPolicy(numa_memory=numa),
+    )
+    log.info(
+        "policies ready: cpu %s, memory %s",
+        "restored" if cpu_restored else "fresh",
+        "restored" if memory_restored else "fresh",
+    )
+    return cpu, memory
+
+
+def _checkpointer(store: CheckpointStore, policy: CPUPolicy | MemoryPolicy) -> OnChange:
+    async def save() -> None:
+        store.save(policy.plugin_name, policy.to_state())
+
+    return save
+
+
+def socket_dir_for(config: AgentConfig) -> Path:
+    """The plugin socket directory; standalone nodes keep theirs in the state dir."""
+    if config.standalone is not None and config.qrm_socket_dir == AgentConfig().qrm_socket_dir:
+        return config.state_dir / "plugins"
+    return config.qrm_socket_dir
+
+
+async def run(
+    config: AgentConfig,
+    *,
+    stop: asyncio.Event,
+    sysfs: str = "/sys",
+    cgroupfs: CgroupFS | None = None,
+    clock: Clock | None = None,
+    node_ready: asyncio.Event | None = None,
+) -> LocalNode | None:
+    """Run until ``stop`` is set; return the standalone node (for inspection) if any."""
+    clock = clock or MonotonicClock()
+    try:
+        config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        store = CheckpointStore(config.state_dir / "checkpoints")
+    except OSError as exc:
+        raise StartupError(f"state_dir {config.state_dir}: {exc.strerror}") from exc
+    cpu, memory = build_policies(config, store=store, sysfs=sysfs)
+    socket_dir = socket_dir_for(config)
+    policies: tuple[CPUPolicy | MemoryPolicy, ...] = (cpu, memory)
+    servers = [
+        PluginServer(p, socket_dir=socket_dir, clock=clock, on_change=_checkpointer(store, p))
+        for p in policies
+    ]
+    node: LocalNode | None = None
+    async with contextlib.AsyncExitStack() as stack:
+        for server in servers:
+            try:
+                await server.start()
+            except PluginServerError as exc:
+                raise StartupError(str(exc)) from exc
+            stack.push_async_callback(server.stop, SERVER_GRACE_S)
+        log.info("plugins serving on %s", socket_dir)
+        if config.standalone is None:
+            if node_ready is not None:
+                node_ready.set()
+            await stop.wait()
+        else:
+            node = await _standalone(config, stack, socket_dir, cgroupfs, clock)
+            if node_ready is not None:
+                node_ready.set()
+            await node.run(stop)
+    for policy in policies:
+        store.save(policy.plugin_name, policy.to_state())
+    log.info("stopped; checkpoints flushed")
+    return node
+
+
+async def _standalone(
+    config: AgentConfig,
+    stack: contextlib.AsyncExitStack,
+    socket_dir: Path,
+    cgroupfs: CgroupFS | None,
+    clock: Clock,
+) -> LocalNode:
+    assert config.standalone is not None
+    if not config.standalone.is_dir():
+        raise StartupError(f"standalone {config.standalone}: not a directory of Pod manifests")
+    root = config.cgroup_root
+    if root == AgentConfig().cgroup_root:
+        root = STANDALONE_CGROUP_ROOT
+    try:
+        driver = open_driver(cgroupfs or HostCgroupFS(), base=root, below_own_cgroup=True)
+    except CgroupError as exc:
+        raise StartupError(f"cgroups: {exc}") from exc
+    kubelet = LocalKubelet()
+    await stack.enter_async_context(kubelet)
+    await kubelet.discover(socket_dir)
+    return LocalNode(
+        folder=config.standalone,
+        driver=driver,
+        kubelet=kubelet,
+        logs=ContainerLogs(config.state_dir / "logs"),
+        clock=clock,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``katalyst-agent`` console script."""
-    build_parser().parse_args(argv)
-    return not_built_yet(PROG, "the agent-core issue (#3)")
+    try:
+        config = load_config(sys.argv[1:] if argv is None else argv)
+    except ConfigError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(str(config.log_format))
+    if config.mode is Mode.ORM and config.standalone is None:
+        print(
+            f"{PROG}: error: --mode orm is not available yet (use qrm or --standalone)",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        asyncio.run(_main(config))
+    except StartupError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+async def _main(config: AgentConfig) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await run(config, stop=stop)
 
 
 if __name__ == "__main__":

@@ -61,18 +61,26 @@ def spawn_in_cgroup(
     return proc
 
 
-def stop_process(proc: subprocess.Popen[bytes], *, grace_s: float = 2.0) -> int:
-    """SIGTERM the process's group, wait up to ``grace_s``, then SIGKILL; return its status."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
-        while proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
+def stop_processes(procs: Sequence[subprocess.Popen[bytes]], *, grace_s: float = 2.0) -> list[int]:
+    """SIGTERM every process's group, wait up to ``grace_s`` for all of them together,
+    then SIGKILL the rest; return their exit statuses."""
+    for proc in procs:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    for proc in procs:
         if proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-    return proc.wait()
+    return [proc.wait() for proc in procs]
+
+
+def stop_process(proc: subprocess.Popen[bytes], *, grace_s: float = 2.0) -> int:
+    """SIGTERM the process's group, wait up to ``grace_s``, then SIGKILL; return its status."""
+    return stop_processes([proc], grace_s=grace_s)[0]
 
 
 class ContainerLogs:

@@ -1,0 +1,352 @@
+"""The local node: the kubelet's part for the pods of a manifest folder.
+
+Every ``sync_period`` it re-reads the folder. A new pod is admitted through the
+agent's plugin sockets exactly as the kubelet does (``GetTopologyHints``,
+``Allocate``, via :class:`agent.standalone.kubelet.LocalKubelet`); each container
+gets a cgroup ``pod<uid>/<container>`` below the node's cgroup root, its
+allocation applied, and its command started inside it (init containers first,
+one after the other). A pod whose manifest disappeared is stopped, its cgroups
+removed and its resources released (``RemovePod``); a changed manifest replaces
+the pod. Containers that exit are restarted as ``restartPolicy`` says, with
+exponential back-off. Every ``reconcile_period`` the allocations are fetched
+again (``GetResourcesAllocation``) and re-applied, which is how pool resizes
+reach running containers.
+
+A pod that fails admission stays failed, with the plugin's message, until its
+manifest changes. On shutdown every process is stopped and the cgroups removed,
+but allocations are kept (they are checkpointed), so that the same pods get the
+same placement when the agent comes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agent.enforcement.applier import Applier, target_for
+from agent.qrm.types import AllocationInfo
+from agent.standalone.kubelet import (
+    AllocationDict,
+    Container,
+    LocalKubelet,
+    PluginCallError,
+    Pod,
+    TopologyAffinityError,
+)
+from agent.standalone.manifests import LocalPod, load_folder
+from agent.standalone.runtime import ContainerLogs, spawn_in_cgroup, stop_processes
+from katalyst.api.resourceplugin.v1alpha1 import api_pb2 as rp_pb2
+from katalyst.cgroup import CgroupDriver, CgroupError
+from katalyst.clock import Clock
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF_S = 30.0
+
+
+@dataclass
+class ContainerState:
+    """One container of a running pod."""
+
+    name: str
+    init: bool
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    next_start: float = 0.0
+    exit_code: int | None = None
+    done: bool = False
+    """An init container that succeeded, or a main container that will not restart."""
+
+
+@dataclass
+class PodState:
+    """What the local node knows of one pod."""
+
+    pod: LocalPod
+    phase: str = "Pending"
+    """Pending, Running, Succeeded, Failed."""
+    message: str = ""
+    containers: dict[str, ContainerState] = field(default_factory=dict)
+    allocations: dict[str, dict[str, AllocationDict]] = field(default_factory=dict)
+    """container -> resource name -> allocation, as last admitted or reconciled."""
+
+    @property
+    def cgroup(self) -> str:
+        """The pod's cgroup, relative to the node's cgroup root."""
+        return f"pod{self.pod.view.uid}"
+
+
+def _quantities(requests: Mapping[str, object]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for name, quantity in requests.items():
+        amount = getattr(quantity, "amount", None)
+        if amount is not None:
+            out[name] = float(amount)
+    return out
+
+
+def kubelet_pod(pod: LocalPod) -> Pod:
+    """The pod as the kubelet describes it in QRM requests."""
+    containers: list[Container] = []
+    for index, view in enumerate(pod.view.init_containers):
+        containers.append(
+            Container(
+                name=view.name, requests=_quantities(view.requests), type=rp_pb2.INIT, index=index
+            )
+        )
+    for index, view in enumerate(pod.view.containers):
+        containers.append(
+            Container(
+                name=view.name, requests=_quantities(view.requests), type=rp_pb2.MAIN, index=index
+            )
+        )
+    return Pod(
+        uid=pod.view.uid,
+        name=pod.view.name,
+        namespace=pod.view.namespace,
+        containers=tuple(containers),
+        annotations=dict(pod.view.annotations),
+        labels=dict(pod.view.labels),
+        native_qos_class=str(pod.view.qos_class),
+    )
+
+
+def _info(allocation: AllocationDict | None) -> AllocationInfo | None:
+    if allocation is None:
+        return None
+    return AllocationInfo(
+        oci_property_name=allocation["oci_property_name"],
+        allocation_result=allocation["allocation_result"],
+        annotations=allocation["annotations"],
+    )
+
+
+class LocalNode:
+    """Runs the pods of ``folder`` on this machine; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        folder: Path,
+        driver: CgroupDriver,
+        kubelet: LocalKubelet,
+        logs: ContainerLogs,
+        clock: Clock,
+        sync_period: float = 1.0,
+        reconcile_period: float = 5.0,
+        stop_grace_s: float = 2.0,
+    ) -> None:
+        self._folder = folder
+        self._driver = driver
+        self._kubelet = kubelet
+        self._applier = Applier(driver)
+        self._logs = logs
+        self._clock = clock
+        self._sync_period = sync_period
+        self._reconcile_period = reconcile_period
+        self._grace = stop_grace_s
+        self._pods: dict[str, PodState] = {}
+        self._reported: set[str] = set()
+        self._last_reconcile = float("-inf")
+
+    @property
+    def pods(self) -> Mapping[str, PodState]:
+        """Pods by ``namespace/name``."""
+        return self._pods
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Sync until ``stop`` is set, then stop every pod (allocations are kept)."""
+        self._driver.create("")
+        try:
+            await self.release_unknown_allocations()
+            while not stop.is_set():
+                await self.sync()
+                sleeper = asyncio.ensure_future(self._clock.sleep(self._sync_period))
+                stopper = asyncio.ensure_future(stop.wait())
+                await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                for task in (sleeper, stopper):
+                    task.cancel()
+        finally:
+            for key in list(self._pods):
+                self._teardown(key)
+            try:
+                self._driver.remove("")
+            except CgroupError as exc:
+                log.warning("could not remove the node's cgroup root: %s", exc)
+
+    async def release_unknown_allocations(self) -> None:
+        """Release what the plugins hold for pods that are no longer in the folder
+        (they were removed while the agent was down)."""
+        wanted = {p.view.uid for p in load_folder(self._folder)[0].values()}
+        held: set[str] = set()
+        for pods in (await self._kubelet.reconcile()).values():
+            held.update(pods)
+        for uid in sorted(held - wanted):
+            log.info("releasing the allocation of pod %s, no longer in %s", uid, self._folder)
+            await self._kubelet.remove(uid)
+
+    async def sync(self) -> None:
+        """One pass: follow the folder, then progress every pod's containers."""
+        desired, errors = load_folder(self._folder)
+        for error in errors:
+            if error.message not in self._reported:
+                log.warning("manifest left out: %s", error.message)
+        self._reported = {e.message for e in errors}
+        for key in list(self._pods):
+            current = self._pods[key]
+            if key not in desired or desired[key].revision != current.pod.revision:
+                log.info("pod %s %s", key, "removed" if key not in desired else "changed")
+                self._teardown(key)
+                await self._kubelet.remove(current.pod.view.uid)
+        for key, pod in desired.items():
+            if key not in self._pods:
+                await self._admit(pod)
+        now = self._clock.monotonic()
+        for state in self._pods.values():
+            self._progress(state, now)
+        if now - self._last_reconcile >= self._reconcile_period:
+            self._last_reconcile = now
+            await self.reconcile()
+
+    async def reconcile(self) -> None:
+        """Fetch every allocation again and apply what changed (pool resizes)."""
+        reconciled = await self._kubelet.reconcile()
+        for state in self._pods.values():
+            if state.phase not in ("Pending", "Running"):
+                continue
+            uid = state.pod.view.uid
+            for name in state.containers:
+                per_resource: dict[str, AllocationDict] = {}
+                for pods in reconciled.values():
+                    per_resource.update(pods.get(uid, {}).get(name, {}))
+                if per_resource:
+                    state.allocations[name] = per_resource
+                    self._apply(state, name)
+
+    async def _admit(self, pod: LocalPod) -> None:
+        state = PodState(pod=pod)
+        self._pods[pod.key] = state
+        try:
+            admitted = await self._kubelet.admit(kubelet_pod(pod))
+        except (PluginCallError, TopologyAffinityError) as exc:
+            details = exc.details if isinstance(exc, PluginCallError) else str(exc)
+            state.phase, state.message = "Failed", f"admission refused: {details}"
+            log.warning("pod %s: %s", pod.key, state.message)
+            await self._kubelet.remove(pod.view.uid)  # release what was allocated
+            return
+        for name, admission in admitted.items():
+            flat: dict[str, AllocationDict] = {}
+            for resources in admission.allocations.values():
+                flat.update(resources)
+            state.allocations[name] = flat
+        try:
+            for spec in pod.containers:
+                state.containers[spec.name] = ContainerState(name=spec.name, init=spec.init)
+                self._driver.create(f"{state.cgroup}/{spec.name}")
+                self._apply(state, spec.name)
+        except CgroupError as exc:
+            state.phase, state.message = "Failed", f"cannot set up cgroups: {exc}"
+            log.warning("pod %s: %s", pod.key, state.message)
+            return
+        state.phase = "Running"
+        log.info("pod %s admitted (%s)", pod.key, str(pod.view.level))
+
+    def _apply(self, state: PodState, container: str) -> None:
+        allocation = state.allocations.get(container, {})
+        target = target_for(
+            cgroup=f"{state.cgroup}/{container}",
+            level=state.pod.view.level,
+            cpu=_info(allocation.get("cpu")),
+            memory=_info(allocation.get("memory")),
+        )
+        try:
+            self._applier.apply(target)
+        except CgroupError as exc:
+            log.warning("pod %s container %s: %s", state.pod.key, container, exc)
+
+    def _progress(self, state: PodState, now: float) -> None:
+        if state.phase != "Running":
+            return
+        inits = [c for c in state.containers.values() if c.init]
+        pending_init = next((c for c in inits if not c.done), None)
+        if pending_init is not None:
+            self._step(state, pending_init, now)
+            return
+        for container in state.containers.values():
+            if not container.init:
+                self._step(state, container, now)
+        mains = [c for c in state.containers.values() if not c.init]
+        if mains and all(c.done for c in mains):
+            failed = any(c.exit_code for c in mains)
+            state.phase = "Failed" if failed else "Succeeded"
+            log.info("pod %s %s", state.pod.key, state.phase.lower())
+
+    def _step(self, state: PodState, container: ContainerState, now: float) -> None:
+        if container.done:
+            return
+        if container.proc is not None:
+            code = container.proc.poll()
+            if code is None:
+                return
+            container.proc = None
+            container.exit_code = code
+            policy = state.pod.restart_policy
+            if container.init and code == 0:
+                container.done = True
+                return
+            if policy == "Never" or (policy == "OnFailure" and code == 0):
+                container.done = True
+                return
+            backoff = min(MAX_BACKOFF_S, 2.0**container.restarts)
+            container.restarts += 1
+            container.next_start = now + backoff
+            log.info(
+                "pod %s container %s exited %s; restart %d in %.0f s",
+                state.pod.key,
+                container.name,
+                code,
+                container.restarts,
+                backoff,
+            )
+            return
+        if now < container.next_start:
+            return
+        spec = next(s for s in state.pod.containers if s.name == container.name)
+        cgroup = f"{state.cgroup}/{container.name}"
+        try:
+            with self._logs.open(
+                namespace=state.pod.view.namespace,
+                pod=state.pod.view.name,
+                container=container.name,
+            ) as out:
+                container.proc = spawn_in_cgroup(
+                    self._driver, cgroup, spec.argv, env=spec.env, stdout=out
+                )
+        except (OSError, CgroupError) as exc:
+            container.next_start = now + min(MAX_BACKOFF_S, 2.0 ** (container.restarts + 1))
+            container.restarts += 1
+            log.warning(
+                "pod %s container %s could not start: %s", state.pod.key, container.name, exc
+            )
+            return
+        self._apply(state, container.name)  # oom_score_adj needs the process
+        log.info(
+            "pod %s container %s started (pid %d)",
+            state.pod.key,
+            container.name,
+            container.proc.pid,
+        )
+
+    def _teardown(self, key: str) -> None:
+        """Stop the pod's processes and remove its cgroups (allocations stay)."""
+        state = self._pods.pop(key)
+        running = [c.proc for c in state.containers.values() if c.proc is not None]
+        stop_processes(running, grace_s=self._grace)
+        try:
+            self._driver.remove(state.cgroup)
+        except CgroupError as exc:
+            log.warning("pod %s: could not remove its cgroup: %s", key, exc)
