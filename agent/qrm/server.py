@@ -108,8 +108,9 @@ SUPPORTED_VERSIONS: Final = ("v1alpha1",)
 OnChange = Callable[[], Awaitable[None]]
 """Awaited after every successful ``Allocate`` and ``RemovePod``."""
 
-# sun_path in struct sockaddr_un is 108 bytes including the terminating NUL.
-_SUN_PATH_MAX: Final = 107
+# sun_path holds 108 bytes with the NUL, but gRPC refuses a path of 107 (seen on
+# grpcio 1.85: "should not have more than 107 characters"), so 106 is the limit.
+_SUN_PATH_MAX: Final = 106
 # The plugin name becomes a file name: keep it to a plain, visible one.
 _PLUGIN_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", re.ASCII)
 _TMP_SUFFIX: Final = ".tmp"
@@ -375,6 +376,8 @@ class PluginServer:
             if self._server is not None:
                 raise RuntimeError(f"plugin server {self._path} is already started")
             _check_path_length(self._path)
+            # The temporary name we bind first is longer than the public one.
+            _check_path_length(self._dir / f"{self._temporary_prefix()}{'0' * 8}{_TMP_SUFFIX}")
             self._ensure_dir()
             self._remove_stale_temporaries()
             self._server = await self._bind_and_publish()
@@ -458,13 +461,17 @@ class PluginServer:
             self._path,
             self._policy.plugin_name,
         )
+        # Stop the old server before the new one serves: grpc.aio cancels calls
+        # in flight on the loop's other server too while one stops (seen with
+        # grpcio 1.85 as CANCELLED GetInfo calls on the new socket). The old
+        # socket's name is gone anyway; its open connections get the grace.
+        await old.stop(_REBIND_GRACE)
         self._ensure_dir()
         self._server = await self._bind_and_publish()
         self.rebinds += 1
         # The kubelet registers the new socket afresh (GetInfo, Notify...).
         self.registered = False
         logger.info("plugin %s serves again on %s", self._policy.plugin_name, self._path)
-        await old.stop(_REBIND_GRACE)
 
     async def _watch_socket(self) -> None:
         while True:

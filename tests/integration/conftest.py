@@ -21,7 +21,7 @@ WATCHDOG_PERIOD = 5.0
 
 @pytest.fixture
 def socket_dir(tmp_path: Path) -> Path:
-    # Short: a unix socket path must fit in 107 bytes, and tmp_path is long.
+    # Short: a unix socket path must fit in 106 bytes (gRPC), and tmp_path is long.
     return tmp_path / "p"
 
 

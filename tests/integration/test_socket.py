@@ -131,7 +131,7 @@ async def test_refuses_to_remove_a_file_that_is_not_a_socket(socket_dir: Path) -
 
 async def test_a_socket_path_too_long_for_af_unix_is_refused(tmp_path: Path) -> None:
     socket_dir = tmp_path / ("d" * 100)
-    with pytest.raises(PluginServerError, match="longer than the 107 bytes"):
+    with pytest.raises(PluginServerError, match="longer than the 106 bytes"):
         await PluginServer(FakePolicy(), socket_dir=socket_dir).start()
 
 

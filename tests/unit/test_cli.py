@@ -46,16 +46,30 @@ def test_a_bad_flag_exits_2_naming_it(capsys: pytest.CaptureFixture[str]) -> Non
 
 
 @pytest.mark.parametrize("module", [agent_app, controller_app, extender_app])
-def test_process_entry_points_answer_version_and_refuse_to_pretend(
+def test_process_entry_points_answer_version(
     module: ModuleType, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    main = module.main
     with pytest.raises(SystemExit) as exc:
-        main(["--version"])
+        module.main(["--version"])
     assert exc.value.code == 0
     assert __version__ in capsys.readouterr().out
-    assert main([]) == 2
+
+
+@pytest.mark.parametrize("module", [controller_app, extender_app])
+def test_processes_not_built_yet_refuse_to_pretend(
+    module: ModuleType, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert module.main([]) == 2
     assert "arrives with" in capsys.readouterr().err
+
+
+def test_the_agent_refuses_a_bad_flag_with_one_line_and_status_2(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Never main([]) here: that would run a real agent on the system's paths.
+    assert agent_app.main(["--mode", "fast"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "katalyst-agent: error: mode (from --mode): 'fast' is not one of qrm, orm"
 
 
 @pytest.mark.parametrize(

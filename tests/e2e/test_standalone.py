@@ -1,0 +1,142 @@
+"""The standalone node on the real kernel: one shared and one reclaimed pod, for a
+few seconds, checked in the real cgroup files and processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from agent.app import run
+from agent.config import AgentConfig
+from katalyst.cgroup import HostCgroupFS, open_driver
+from katalyst.cpuset import CPUSet
+from tests.support.kernel import check_kernel_ready
+
+pytestmark = pytest.mark.kernel
+MiB = 1024 * 1024
+
+SHARED = """\
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  annotations: {katalyst.kubewharf.io/qos_level: shared_cores}
+spec:
+  containers:
+    - name: server
+      command: ["sleep", "600"]
+      resources: {requests: {cpu: 500m, memory: 64Mi}}
+"""
+
+RECLAIMED = """\
+apiVersion: v1
+kind: Pod
+metadata:
+  name: batch
+  annotations: {katalyst.kubewharf.io/qos_level: reclaimed_cores}
+spec:
+  containers:
+    - name: burn
+      command: ["sh", "-c", "while :; do :; done"]
+      resources:
+        requests:
+          resource.katalyst.kubewharf.io/reclaimed_millicpu: "1000"
+          resource.katalyst.kubewharf.io/reclaimed_memory: 128Mi
+"""
+
+
+async def _until(check: object, *, attempts: int = 100) -> None:
+    assert callable(check)
+    for _ in range(attempts):
+        if check():
+            return
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A state directory with a short path: the plugin sockets live in it, and a
+    unix socket path must fit in 106 bytes (tmp_path is long)."""
+    path = Path(tempfile.mkdtemp(prefix="kq"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+async def test_a_shared_and_a_reclaimed_pod_run_in_their_cgroups(
+    tmp_path: Path, short_dir: Path
+) -> None:
+    check_kernel_ready(["cpu", "cpuacct", "cpuset", "memory"])
+    folder = tmp_path / "pods"
+    folder.mkdir()
+    (folder / "web.yaml").write_text(SHARED)
+    (folder / "batch.yaml").write_text(RECLAIMED)
+    root = f"kqos-e2e-{os.getpid()}"
+    config = AgentConfig(
+        standalone=folder,
+        state_dir=short_dir,
+        cgroup_root=root,
+        reserved_cpus=CPUSet.of([0]),
+    )
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(run(config, stop=stop, node_ready=ready))
+    driver = open_driver(HostCgroupFS(), base=root, below_own_cgroup=True)
+    try:
+        readiness = asyncio.ensure_future(ready.wait())
+        await asyncio.wait({readiness, task}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            task.result()  # the agent stopped early: raise what stopped it
+        assert ready.is_set(), "the standalone node did not start"
+
+        def running() -> bool:
+            return len(driver.children("")) == 2 and all(
+                driver.procs(f"{pod}/{c}")
+                for pod in driver.children("")
+                for c in driver.children(pod)
+            )
+
+        await _until(running)
+        pods = {c: driver.children(pod)[0] for pod in driver.children("") for c in [pod]}
+        by_container = {container: f"{pod}/{container}" for pod, container in pods.items()}
+        assert set(by_container) == {"server", "burn"}
+        online = driver.cpuset("")[0]
+        share = online.difference(CPUSet.of([0]))
+        burn, server = by_container["burn"], by_container["server"]
+        # The real kernel files: cpusets from the CPU plugin, the reclaimed pod's
+        # memory limit and weight, the shared pod's protection.
+        assert driver.cpuset(server)[0] == share
+        assert driver.cpuset(burn)[0] == share
+        assert driver.memory_limit(burn) == 128 * MiB
+        assert driver.cpu_shares(burn) == 2
+        soft = driver.fs.read_text(driver.path("memory", server, "memory.soft_limit_in_bytes"))
+        assert int(soft) == 64 * MiB
+        # The real processes: inside their cgroups, with the reclaimed one's OOM score.
+        (burn_pid,) = driver.procs(burn)
+        (server_pid,) = driver.procs(server)
+        # The shell that waited to be attached has exec'ed the container's command.
+        await _until(lambda: psutil.Process(server_pid).cmdline() == ["sleep", "600"])
+        assert psutil.Process(server_pid).cmdline() == ["sleep", "600"]
+        assert psutil.Process(burn_pid).is_running()
+        with open(f"/proc/{burn_pid}/oom_score_adj", encoding="ascii") as f:
+            assert f.read().strip() == "333"
+        # Removing a manifest stops that pod and removes its cgroup.
+        (folder / "batch.yaml").unlink()
+        await _until(
+            lambda: not psutil.pid_exists(burn_pid) or psutil.Process(burn_pid).status() == "zombie"
+        )
+        await _until(lambda: len(driver.children("")) == 1)
+        assert driver.children("") == [server.split("/")[0]]
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=15)
+    assert not driver.exists(""), "the node removed its cgroup root on the way out"
+    assert not psutil.pid_exists(server_pid) or psutil.Process(server_pid).status() == "zombie"
+    assert (short_dir / "checkpoints" / "qrm_cpu_plugin").exists()
