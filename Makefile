@@ -13,9 +13,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-## demo: what the agent detects on this machine (topology, cgroup layout, QoS levels)
+## demo: the standalone node for real: a latency-sensitive service, then batch jobs beside it
 demo: $(STAMP)
 	$(BIN)/katalyst node describe
+	$(BIN)/python -m examples.standalone.demo
 
 ## test: ruff, mypy --strict, import-linter, then the whole pytest suite (kernel tests included)
 test: lint typecheck imports

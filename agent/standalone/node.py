@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.enforcement.applier import Applier, target_for
+from agent.enforcement.applier import RECLAIMED_SHARES, Applier, target_for
 from agent.qrm.types import AllocationInfo
 from agent.standalone.kubelet import (
     AllocationDict,
@@ -42,6 +43,7 @@ from agent.standalone.runtime import ContainerLogs, spawn_in_cgroup, stop_proces
 from katalyst.api.resourceplugin.v1alpha1 import api_pb2 as rp_pb2
 from katalyst.cgroup import CgroupDriver, CgroupError
 from katalyst.clock import Clock
+from katalyst.qos import QoSLevel
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +115,23 @@ def kubelet_pod(pod: LocalPod) -> Pod:
         labels=dict(pod.view.labels),
         native_qos_class=str(pod.view.qos_class),
     )
+
+
+def pod_cpu_shares(pod: LocalPod) -> int:
+    """The pod cgroup's ``cpu.shares``, as the kubelet sets it.
+
+    Reclaimed pods get the minimum (2), like the kubelet's BestEffort tier;
+    others 1024 per requested core (the kubelet's ``MilliCPUToShares``), at
+    least 2, at most 262144.
+    """
+    if pod.view.level is QoSLevel.RECLAIMED_CORES:
+        return RECLAIMED_SHARES
+    milli = sum(
+        math.ceil(float(c.requests["cpu"].amount) * 1000)
+        for c in pod.view.containers
+        if "cpu" in c.requests
+    )
+    return max(2, min(262144, milli * 1024 // 1000))
 
 
 def _info(allocation: AllocationDict | None) -> AllocationInfo | None:
@@ -244,6 +263,11 @@ class LocalNode:
                 flat.update(resources)
             state.allocations[name] = flat
         try:
+            self._driver.create(state.cgroup)
+            # Weights compete level by level: the pod's own cgroup carries the
+            # pod's weight, as the kubelet's pod cgroups do, or a reclaimed
+            # container's low weight would only count inside its own pod.
+            self._driver.set_cpu_shares(state.cgroup, pod_cpu_shares(pod))
             for spec in pod.containers:
                 state.containers[spec.name] = ContainerState(name=spec.name, init=spec.init)
                 self._driver.create(f"{state.cgroup}/{spec.name}")

@@ -116,6 +116,10 @@ async def test_a_shared_and_a_reclaimed_pod_run_in_their_cgroups(
         assert driver.cpuset(burn)[0] == share
         assert driver.memory_limit(burn) == 128 * MiB
         assert driver.cpu_shares(burn) == 2
+        # Weights compete per level: the reclaimed pod's own cgroup is at the
+        # minimum, the shared pod's at 1024 per requested core (500m -> 512).
+        assert driver.cpu_shares(burn.split("/")[0]) == 2
+        assert driver.cpu_shares(server.split("/")[0]) == 512
         soft = driver.fs.read_text(driver.path("memory", server, "memory.soft_limit_in_bytes"))
         assert int(soft) == 64 * MiB
         # The real processes: inside their cgroups, with the reclaimed one's OOM score.

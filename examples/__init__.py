@@ -1,0 +1,1 @@
+"""Examples that run for real on one machine."""

@@ -1,0 +1,1 @@
+"""The standalone demo: a latency-sensitive service beside CPU-hungry batch jobs."""
