@@ -147,7 +147,9 @@ class CPUPolicy:
         self._online = online
         self._node_cpus: Mapping[int, CPUSet] = topology.numa_nodes()
         self._state = PolicyState()
-        self._pools_cache: tuple[PolicyState, Pools] | None = None
+        self._pools_cache: tuple[tuple[Mapping[PodUID, DedicatedSet], int | None], Pools] | None = (
+            None
+        )
 
     @classmethod
     def from_state(
@@ -236,18 +238,19 @@ class CPUPolicy:
                 )
         entry = self._entry(request, milli, pool=pool)
         entries = {**known, request.container_name: entry}
-        dedicated = dict(state.dedicated)
+        dedicated = state.dedicated
         if request.level is QoSLevel.DEDICATED_CORES:
             self._check_dedicated_request(request, milli)
-            dedicated[uid] = self._dedicated_set(
+            chosen = self._dedicated_set(
                 request, needed=required_cpus(entries.values()), pools=self._pools()
             )
+            dedicated = MappingProxyType({**state.dedicated, uid: chosen})
         containers = dict(state.containers)
         containers[uid] = MappingProxyType(entries)
         self._state = replace(
             state,
             containers=MappingProxyType(containers),
-            dedicated=MappingProxyType(dedicated),
+            dedicated=dedicated,
             generation=state.generation + 1,
         )
         return self._answer(uid, entry, self._pools())
@@ -375,7 +378,10 @@ class CPUPolicy:
     def _pools(self) -> Pools:
         state = self._state
         cached = self._pools_cache
-        if cached is not None and cached[0] is state:
+        # Pools depend on the dedicated sets and the reclaim size only: a shared
+        # or reclaimed allocation (the common case) keeps the same mapping object.
+        key = (state.dedicated, state.reclaim_size)
+        if cached is not None and cached[0][0] is key[0] and cached[0][1] == key[1]:
             return cached[1]
         pools = compute_pools(
             online=self._online,
@@ -383,7 +389,7 @@ class CPUPolicy:
             dedicated={uid: ded.cpus for uid, ded in state.dedicated.items()},
             reclaim_size=state.reclaim_size,
         )
-        self._pools_cache = (state, pools)
+        self._pools_cache = (key, pools)
         return pools
 
     def _cpus_of(self, nodes: CPUSet) -> CPUSet:
