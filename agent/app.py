@@ -17,8 +17,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import psutil
+from prometheus_client import CollectorRegistry
 
 from agent.config import AgentConfig, ConfigError, Mode, load_config
+from agent.observability import AgentCollector, Heartbeat, build_app, start_http
 from agent.qrm.checkpoints import restore_or_new
 from agent.qrm.cpu import CPUPolicy
 from agent.qrm.memory import MemoryPolicy
@@ -108,8 +110,12 @@ async def run(
     cgroupfs: CgroupFS | None = None,
     clock: Clock | None = None,
     node_ready: asyncio.Event | None = None,
+    http_ready: asyncio.Future[str] | None = None,
 ) -> LocalNode | None:
-    """Run until ``stop`` is set; return the standalone node (for inspection) if any."""
+    """Run until ``stop`` is set; return the standalone node (for inspection) if any.
+
+    ``http_ready``, when given, receives the address /metrics and /healthz are bound to.
+    """
     clock = clock or MonotonicClock()
     try:
         config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -132,12 +138,32 @@ async def run(
                 raise StartupError(str(exc)) from exc
             stack.push_async_callback(server.stop, SERVER_GRACE_S)
         log.info("plugins serving on %s", socket_dir)
+        registry = CollectorRegistry()
+        registry.register(AgentCollector(cpu=cpu, servers=servers))
+        heartbeats: list[Heartbeat] = []
+        if config.standalone is not None:
+            heartbeats.append(Heartbeat("standalone-node", max_age=30.0))
+        app = build_app(registry=registry, servers=servers, heartbeats=heartbeats, clock=clock)
+        try:
+            runner, bound = await start_http(app, config.metrics_addr)
+        except OSError as exc:
+            raise StartupError(f"metrics_addr {config.metrics_addr}: {exc.strerror}") from exc
+        stack.push_async_callback(runner.cleanup)
+        if http_ready is not None:
+            http_ready.set_result(bound)
         if config.standalone is None:
             if node_ready is not None:
                 node_ready.set()
             await stop.wait()
         else:
-            node = await _standalone(config, stack, socket_dir, cgroupfs, clock)
+            node = await _standalone(
+                config,
+                stack,
+                socket_dir=socket_dir,
+                cgroupfs=cgroupfs,
+                clock=clock,
+                heartbeat=heartbeats[0],
+            )
             if node_ready is not None:
                 node_ready.set()
             await node.run(stop)
@@ -150,9 +176,11 @@ async def run(
 async def _standalone(
     config: AgentConfig,
     stack: contextlib.AsyncExitStack,
+    *,
     socket_dir: Path,
     cgroupfs: CgroupFS | None,
     clock: Clock,
+    heartbeat: Heartbeat,
 ) -> LocalNode:
     assert config.standalone is not None
     if not config.standalone.is_dir():
@@ -173,6 +201,7 @@ async def _standalone(
         kubelet=kubelet,
         logs=ContainerLogs(config.state_dir / "logs"),
         clock=clock,
+        heartbeat=heartbeat,
     )
 
 

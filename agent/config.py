@@ -71,7 +71,7 @@ class AgentConfig:
     reserved_cpus: CPUSet = field(default_factory=lambda: CPUSet.of([0]))
     """CPUs kept for the system (the reserve pool), kernel list format. Default ``0``."""
     metrics_addr: str = "127.0.0.1:9316"
-    """``host:port`` of the /metrics and /healthz HTTP endpoint."""
+    """``host:port`` of the /metrics and /healthz HTTP endpoint (port 0: any free port)."""
     kubeconfig: Path | None = None
     """A kubeconfig for the API server; None: in-cluster service account (ORM mode)."""
     log_format: LogFormat = LogFormat.TEXT
@@ -156,8 +156,8 @@ def _convert(name: str, raw: object, source: str) -> object:
         return cpus
     if name == "metrics_addr":
         host, sep, port = text.rpartition(":")
-        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ConfigError(f"{where}: {text!r} is not host:port with a port in 1-65535")
+        if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise ConfigError(f"{where}: {text!r} is not host:port with a port in 0-65535")
         try:
             ipaddress.ip_address(host.strip("[]"))
         except ValueError:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.enforcement.applier import RECLAIMED_SHARES, Applier, target_for
+from agent.observability import Heartbeat
 from agent.qrm.types import AllocationInfo
 from agent.standalone.kubelet import (
     AllocationDict,
@@ -158,6 +159,7 @@ class LocalNode:
         sync_period: float = 1.0,
         reconcile_period: float = 5.0,
         stop_grace_s: float = 2.0,
+        heartbeat: Heartbeat | None = None,
     ) -> None:
         self._folder = folder
         self._driver = driver
@@ -168,6 +170,7 @@ class LocalNode:
         self._sync_period = sync_period
         self._reconcile_period = reconcile_period
         self._grace = stop_grace_s
+        self._heartbeat = heartbeat
         self._pods: dict[str, PodState] = {}
         self._reported: set[str] = set()
         self._last_reconcile = float("-inf")
@@ -184,6 +187,8 @@ class LocalNode:
             await self.release_unknown_allocations()
             while not stop.is_set():
                 await self.sync()
+                if self._heartbeat is not None:
+                    self._heartbeat.beat(self._clock.monotonic())
                 sleeper = asyncio.ensure_future(self._clock.sleep(self._sync_period))
                 stopper = asyncio.ensure_future(stop.wait())
                 await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)

@@ -83,6 +83,7 @@ async def test_a_shared_and_a_reclaimed_pod_run_in_their_cgroups(
     config = AgentConfig(
         standalone=folder,
         state_dir=short_dir,
+        metrics_addr="127.0.0.1:0",
         cgroup_root=root,
         reserved_cpus=CPUSet.of([0]),
     )

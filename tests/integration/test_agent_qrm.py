@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import aiohttp
 import grpc
 import pytest
 
@@ -47,13 +48,20 @@ def state_dir() -> Iterator[Path]:
 
 
 @asynccontextmanager
-async def agent(sysfs: Path, state_dir: Path) -> AsyncIterator[KubeletEmulator]:
-    """A running agent and a kubelet that has registered its plugins."""
+async def agent(sysfs: Path, state_dir: Path) -> AsyncIterator[tuple[KubeletEmulator, str]]:
+    """A running agent, a kubelet that has registered its plugins, and the agent's
+    HTTP address."""
     config = AgentConfig(
-        state_dir=state_dir, qrm_socket_dir=state_dir / "plugins", reserved_cpus=CPUSet.parse("0-1")
+        state_dir=state_dir,
+        qrm_socket_dir=state_dir / "plugins",
+        reserved_cpus=CPUSet.parse("0-1"),
+        metrics_addr="127.0.0.1:0",
     )
     stop, ready = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(run(config, stop=stop, sysfs=str(sysfs), node_ready=ready))
+    http: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(
+        run(config, stop=stop, sysfs=str(sysfs), node_ready=ready, http_ready=http)
+    )
     try:
         waiter = asyncio.ensure_future(ready.wait())
         await asyncio.wait({waiter, task}, return_when=asyncio.FIRST_COMPLETED)
@@ -61,7 +69,7 @@ async def agent(sysfs: Path, state_dir: Path) -> AsyncIterator[KubeletEmulator]:
             task.result()
         async with KubeletEmulator(numa_nodes=(0, 1)) as kubelet:
             await kubelet.discover(state_dir / "plugins")
-            yield kubelet
+            yield kubelet, http.result()
     finally:
         stop.set()
         await asyncio.wait_for(task, timeout=10)
@@ -85,7 +93,7 @@ async def _cpuset(kubelet: KubeletEmulator, uid: str) -> CPUSet:
 
 
 async def test_every_level_and_pool_recomputation(sysfs: Path, state_dir: Path) -> None:
-    async with agent(sysfs, state_dir) as kubelet:
+    async with agent(sysfs, state_dir) as (kubelet, _addr):
         shared = await kubelet.admit(pod("shared-1", "shared_cores", 1))
         assert shared["app"].allocations["cpu"]["cpu"]["allocation_result"] == "2-15"
         assert shared["app"].allocations["memory"]["memory"]["allocation_result"] == "0-1"
@@ -113,7 +121,7 @@ async def test_every_level_and_pool_recomputation(sysfs: Path, state_dir: Path) 
 async def test_refusal_and_bad_annotations_keep_the_agent_serving(
     sysfs: Path, state_dir: Path
 ) -> None:
-    async with agent(sysfs, state_dir) as kubelet:
+    async with agent(sysfs, state_dir) as (kubelet, _addr):
         with pytest.raises(PluginCallError) as refused:
             await kubelet.admit(pod("huge", "dedicated_cores", 15))
         assert refused.value.code is grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -129,24 +137,39 @@ async def test_refusal_and_bad_annotations_keep_the_agent_serving(
 
 
 async def test_restart_restores_the_allocations_identically(sysfs: Path, state_dir: Path) -> None:
-    async with agent(sysfs, state_dir) as kubelet:
+    async with agent(sysfs, state_dir) as (kubelet, _addr):
         await kubelet.admit(pod("ded-1", "dedicated_cores", 2, memory=BOUND))
         await kubelet.admit(pod("shared-1", "shared_cores", 1))
         before = await kubelet.reconcile()
-    async with agent(sysfs, state_dir) as kubelet:
+    async with agent(sysfs, state_dir) as (kubelet, _addr):
         assert await kubelet.reconcile() == before
 
 
 async def test_a_corrupt_checkpoint_is_set_aside_and_the_agent_starts_fresh(
     sysfs: Path, state_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async with agent(sysfs, state_dir) as kubelet:
+    async with agent(sysfs, state_dir) as (kubelet, _addr):
         await kubelet.admit(pod("ded-1", "dedicated_cores", 2))
     checkpoint = state_dir / "checkpoints" / "qrm_cpu_plugin"
     checkpoint.write_bytes(checkpoint.read_bytes()[:40])  # truncated by a crash of the disk
-    async with agent(sysfs, state_dir) as kubelet:
+    async with agent(sysfs, state_dir) as (kubelet, _addr):
         reconciled = await kubelet.reconcile()
         assert reconciled["cpu"] == {}
         assert "ded-1" in reconciled["memory"]
     assert any(p.name.startswith("qrm_cpu_plugin.corrupt-") for p in checkpoint.parent.iterdir())
     assert "corrupt" in caplog.text
+
+
+async def test_metrics_and_health_over_http(sysfs: Path, state_dir: Path) -> None:
+    async with agent(sysfs, state_dir) as (kubelet, addr):
+        await kubelet.admit(pod("ded-1", "dedicated_cores", 2))
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://{addr}/healthz") as health:
+                assert health.status == 200
+                assert await health.text() == "ok\n"
+            async with session.get(f"http://{addr}/metrics") as metrics:
+                text = await metrics.text()
+        assert 'katalyst_cpu_pool_cpus{pool="dedicated/ded-1"} 2.0' in text
+        assert 'katalyst_cpu_pool_cpus{pool="share"} 12.0' in text
+        assert 'katalyst_qrm_plugin_registered{plugin="qrm_cpu_plugin"} 1.0' in text
+        assert 'katalyst_qrm_pods{plugin="qrm_memory_plugin"} 1.0' in text

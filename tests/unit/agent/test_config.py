@@ -45,7 +45,7 @@ def test_every_field_has_a_flag() -> None:
         (["--node-name", "Bad_Name"], {}, "node_name (from --node-name): 'Bad_Name' is not a DNS"),
         (["--reserved-cpus", "3-1"], {}, "reserved_cpus (from --reserved-cpus): cpu list"),
         (["--metrics-addr", "localhost"], {}, "metrics_addr (from --metrics-addr): 'localhost'"),
-        (["--metrics-addr", "1.2.3.4:99999"], {}, "port in 1-65535"),
+        (["--metrics-addr", "1.2.3.4:99999"], {}, "port in 0-65535"),
         (["--cgroup-root", "../etc"], {}, "cgroup_root (from --cgroup-root)"),
         ([], {"KATALYST_LOG_FORMAT": "xml"}, "log_format (from $KATALYST_LOG_FORMAT)"),
     ],
