@@ -261,6 +261,21 @@ def _to_request(request: rp_pb2.ResourceRequest, *, resource_name: str) -> Conta
     )
 
 
+def _echo(request: rp_pb2.ResourceRequest) -> dict[str, Any]:
+    """The request's identity fields (tags 1-9), which both answers repeat."""
+    return {
+        "pod_uid": request.pod_uid,
+        "pod_namespace": request.pod_namespace,
+        "pod_name": request.pod_name,
+        "container_name": request.container_name,
+        "container_type": request.container_type,
+        "container_index": request.container_index,
+        "pod_role": request.pod_role,
+        "pod_type": request.pod_type,
+        "resource_name": request.resource_name,
+    }
+
+
 def _hints_to_wire(hints: tuple[TopologyHint, ...]) -> rp_pb2.ListOfTopologyHints:
     return rp_pb2.ListOfTopologyHints(
         hints=[rp_pb2.TopologyHint(nodes=sorted(h.nodes), preferred=h.preferred) for h in hints]
@@ -637,15 +652,7 @@ class PluginServer:
         async with self._lock:
             hints = self._policy.topology_hints(req)
         return rp_pb2.ResourceHintsResponse(
-            pod_uid=request.pod_uid,
-            pod_namespace=request.pod_namespace,
-            pod_name=request.pod_name,
-            container_name=request.container_name,
-            container_type=request.container_type,
-            container_index=request.container_index,
-            pod_role=request.pod_role,
-            pod_type=request.pod_type,
-            resource_name=request.resource_name,
+            **_echo(request),
             # An absent resource means "no preference" to the topology manager;
             # a present, empty list means "cannot be satisfied".
             resource_hints={name: _hints_to_wire(h) for name, h in hints.items()},
@@ -660,15 +667,7 @@ class PluginServer:
         # container may start, and a restarted agent must know about it.
         allocation = await self._mutate("Allocate", lambda: self._policy.allocate(req))
         return rp_pb2.ResourceAllocationResponse(
-            pod_uid=request.pod_uid,
-            pod_namespace=request.pod_namespace,
-            pod_name=request.pod_name,
-            container_name=request.container_name,
-            container_type=request.container_type,
-            container_index=request.container_index,
-            pod_role=request.pod_role,
-            pod_type=request.pod_type,
-            resource_name=request.resource_name,
+            **_echo(request),
             allocation_result=_allocation_to_wire(allocation),
             labels=request.labels,
             annotations=request.annotations,
