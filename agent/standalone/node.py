@@ -195,8 +195,7 @@ class LocalNode:
                 for task in (sleeper, stopper):
                     task.cancel()
         finally:
-            for key in list(self._pods):
-                self._teardown(key)
+            await asyncio.gather(*(self._teardown(key) for key in list(self._pods)))
             try:
                 self._driver.remove("")
             except CgroupError as exc:
@@ -224,7 +223,7 @@ class LocalNode:
             current = self._pods[key]
             if key not in desired or desired[key].revision != current.pod.revision:
                 log.info("pod %s %s", key, "removed" if key not in desired else "changed")
-                self._teardown(key)
+                await self._teardown(key)
                 await self._kubelet.remove(current.pod.view.uid)
         for key, pod in desired.items():
             if key not in self._pods:
@@ -370,11 +369,15 @@ class LocalNode:
             container.proc.pid,
         )
 
-    def _teardown(self, key: str) -> None:
-        """Stop the pod's processes and remove its cgroups (allocations stay)."""
+    async def _teardown(self, key: str) -> None:
+        """Stop the pod's processes and remove its cgroups (allocations stay).
+
+        The grace period is waited in a thread: the plugin servers share this
+        event loop and must keep answering meanwhile.
+        """
         state = self._pods.pop(key)
         running = [c.proc for c in state.containers.values() if c.proc is not None]
-        stop_processes(running, grace_s=self._grace)
+        await asyncio.to_thread(stop_processes, running, grace_s=self._grace)
         try:
             self._driver.remove(state.cgroup)
         except CgroupError as exc:
