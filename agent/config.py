@@ -120,7 +120,7 @@ def build_parser(prog: str = "katalyst-agent") -> argparse.ArgumentParser:
 def _convert(name: str, raw: object, source: str) -> object:
     """Turn one raw value into the field's type, or ConfigError naming it."""
     where = f"{name} (from {source})"
-    if not isinstance(raw, str | int):
+    if isinstance(raw, bool) or not isinstance(raw, str | int):
         raise ConfigError(f"{where}: expected a string, got {type(raw).__name__}")
     text = str(raw).strip()
     if name == "node_name":
@@ -145,9 +145,14 @@ def _convert(name: str, raw: object, source: str) -> object:
         return Path(text)
     if name == "cgroup_root":
         try:
-            return validate_cgroup_path(text.strip("/"))
+            root = validate_cgroup_path(text.strip("/"))
         except CgroupInvalidValue as exc:
             raise ConfigError(f"{where}: {exc}") from None
+        if not root:
+            # The agent creates and removes its cgroups below this root; an empty
+            # one would make it the hierarchy's root (or the agent's own cgroup).
+            raise ConfigError(f"{where}: must name a cgroup, not the root")
+        return root
     if name == "reserved_cpus":
         try:
             cpus = CPUSet.parse(text)

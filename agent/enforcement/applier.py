@@ -151,7 +151,7 @@ class Applier:
                 finally:
                     os.close(fd)
                 changed = True
-            except FileNotFoundError:
+            except (FileNotFoundError, ProcessLookupError):
                 continue  # the process exited meanwhile
             except (OSError, ValueError) as exc:
                 raise CgroupError(f"{path}: cannot set oom_score_adj {adj}: {exc}") from exc

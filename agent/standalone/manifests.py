@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,6 +28,22 @@ import yaml
 from katalyst.qos import PodView, QoSValidationError
 
 log = logging.getLogger(__name__)
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*", re.ASCII)
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """SafeLoader without anchors and aliases: a few hundred bytes of nested
+    aliases expand to gigabytes ("billion laughs"); Pod manifests never need them."""
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            raise yaml.composer.ComposerError(
+                None, None, "YAML aliases are not allowed in Pod manifests", event.start_mark
+            )
+        return super().compose_node(parent, index)
+
 
 #: The namespace of the UUID5 names of standalone pods.
 _UID_NAMESPACE = uuid.UUID("6b0c1f6e-5d0b-4d5e-9f61-0c5c9f5a7e21")
@@ -94,6 +111,8 @@ def _containers(doc: Mapping[str, object], source: Path) -> tuple[ContainerSpec,
             if not isinstance(command, list) or not isinstance(args, list):
                 raise ValueError(f"container {name!r}: command and args must be lists of strings")
             argv = tuple(str(a) for a in [*command, *args])
+            if any("\x00" in a for a in argv):
+                raise ValueError(f"container {name!r}: command and args must not contain NUL")
             if not argv:
                 raise ValueError(
                     f"container {name!r} has no command: a standalone node has no images, "
@@ -103,7 +122,13 @@ def _containers(doc: Mapping[str, object], source: Path) -> tuple[ContainerSpec,
             for item in raw.get("env") or []:
                 if not isinstance(item, Mapping) or not isinstance(item.get("name"), str):
                     raise ValueError(f"container {name!r}: env entries need a name")
-                env[str(item["name"])] = str(item.get("value", ""))
+                var, value = str(item["name"]), str(item.get("value", ""))
+                if not _ENV_NAME.fullmatch(var) or "\x00" in value:
+                    raise ValueError(
+                        f"container {name!r}: env {var!r} must be a C identifier "
+                        "(letters, digits, '_', '.', '-') with a value without NUL"
+                    )
+                env[var] = value
             out.append(ContainerSpec(name=name, argv=argv, env=env, init=init))
     return tuple(out)
 
@@ -154,9 +179,9 @@ def load_folder(folder: Path) -> tuple[dict[str, LocalPod], list[ManifestError]]
         try:
             if path.stat().st_size > MAX_MANIFEST_BYTES:
                 raise ValueError(f"larger than {MAX_MANIFEST_BYTES} bytes")
-            docs = [
-                d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d is not None
-            ]
+            text = path.read_bytes().decode("utf-8")
+            loaded = yaml.load_all(text, Loader=_NoAliasLoader)
+            docs = [d for d in loaded if d is not None]
         except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
             errors.append(ManifestError(path, f"{path.name}: not readable YAML: {exc}"))
             continue

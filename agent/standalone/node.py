@@ -21,10 +21,11 @@ same placement when the agent comes back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,7 +41,12 @@ from agent.standalone.kubelet import (
     TopologyAffinityError,
 )
 from agent.standalone.manifests import LocalPod, load_folder
-from agent.standalone.runtime import ContainerLogs, spawn_in_cgroup, stop_processes
+from agent.standalone.runtime import (
+    ContainerLogs,
+    kill_cgroup_tasks,
+    spawn_in_cgroup,
+    stop_processes,
+)
 from katalyst.api.resourceplugin.v1alpha1 import api_pb2 as rp_pb2
 from katalyst.cgroup import CgroupDriver, CgroupError
 from katalyst.clock import Clock
@@ -182,11 +188,16 @@ class LocalNode:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Sync until ``stop`` is set, then stop every pod (allocations are kept)."""
-        self._driver.create("")
+        created = self._driver.create("")
+        if not created and self._driver.children(""):
+            log.warning(
+                "the node's cgroup root already holds cgroups (left by an agent that was "
+                "killed?); pods of this run are created beside them"
+            )
         try:
-            await self.release_unknown_allocations()
+            await self._guarded("release unknown allocations", self.release_unknown_allocations())
             while not stop.is_set():
-                await self.sync()
+                await self._guarded("sync", self.sync())
                 if self._heartbeat is not None:
                     self._heartbeat.beat(self._clock.monotonic())
                 sleeper = asyncio.ensure_future(self._clock.sleep(self._sync_period))
@@ -196,10 +207,19 @@ class LocalNode:
                     task.cancel()
         finally:
             await asyncio.gather(*(self._teardown(key) for key in list(self._pods)))
-            try:
-                self._driver.remove("")
-            except CgroupError as exc:
-                log.warning("could not remove the node's cgroup root: %s", exc)
+            if created:  # never remove a root this run did not create
+                try:
+                    self._driver.remove("")
+                except CgroupError as exc:
+                    log.warning("could not remove the node's cgroup root: %s", exc)
+
+    async def _guarded(self, what: str, step: Awaitable[None]) -> None:
+        """Run one step; a plugin or cgroup failure is logged and retried next pass,
+        never the end of the node."""
+        try:
+            await step
+        except (PluginCallError, CgroupError, OSError) as exc:
+            log.warning("standalone node: %s failed, retrying on the next pass: %s", what, exc)
 
     async def release_unknown_allocations(self) -> None:
         """Release what the plugins hold for pods that are no longer in the folder
@@ -233,7 +253,7 @@ class LocalNode:
             self._progress(state, now)
         if now - self._last_reconcile >= self._reconcile_period:
             self._last_reconcile = now
-            await self.reconcile()
+            await self._guarded("reconcile", self.reconcile())
 
     async def reconcile(self) -> None:
         """Fetch every allocation again and apply what changed (pool resizes)."""
@@ -259,7 +279,7 @@ class LocalNode:
             details = exc.details if isinstance(exc, PluginCallError) else str(exc)
             state.phase, state.message = "Failed", f"admission refused: {details}"
             log.warning("pod %s: %s", pod.key, state.message)
-            await self._kubelet.remove(pod.view.uid)  # release what was allocated
+            await self._guarded("release", self._kubelet.remove(pod.view.uid))
             return
         for name, admission in admitted.items():
             flat: dict[str, AllocationDict] = {}
@@ -279,21 +299,30 @@ class LocalNode:
         except CgroupError as exc:
             state.phase, state.message = "Failed", f"cannot set up cgroups: {exc}"
             log.warning("pod %s: %s", pod.key, state.message)
+            with contextlib.suppress(CgroupError):
+                self._driver.remove(state.cgroup)
+            await self._guarded("release", self._kubelet.remove(pod.view.uid))
             return
         state.phase = "Running"
         log.info("pod %s admitted (%s)", pod.key, str(pod.view.level))
 
     def _apply(self, state: PodState, container: str) -> None:
         allocation = state.allocations.get(container, {})
-        target = target_for(
-            cgroup=f"{state.cgroup}/{container}",
-            level=state.pod.view.level,
-            cpu=_info(allocation.get("cpu")),
-            memory=_info(allocation.get("memory")),
-        )
+        try:
+            target = target_for(
+                cgroup=f"{state.cgroup}/{container}",
+                level=state.pod.view.level,
+                cpu=_info(allocation.get("cpu")),
+                memory=_info(allocation.get("memory")),
+            )
+        except ValueError as exc:
+            log.warning(
+                "pod %s container %s: unusable allocation: %s", state.pod.key, container, exc
+            )
+            return
         try:
             self._applier.apply(target)
-        except CgroupError as exc:
+        except (CgroupError, ValueError) as exc:
             log.warning("pod %s container %s: %s", state.pod.key, container, exc)
 
     def _progress(self, state: PodState, now: float) -> None:
@@ -303,6 +332,14 @@ class LocalNode:
         pending_init = next((c for c in inits if not c.done), None)
         if pending_init is not None:
             self._step(state, pending_init, now)
+            if pending_init.done and pending_init.exit_code:
+                # An init container that failed for good (restartPolicy Never)
+                # fails the pod; the main containers never start.
+                state.phase = "Failed"
+                state.message = (
+                    f"init container {pending_init.name} exited {pending_init.exit_code}"
+                )
+                log.warning("pod %s failed: %s", state.pod.key, state.message)
             return
         for container in state.containers.values():
             if not container.init:
@@ -345,6 +382,8 @@ class LocalNode:
             return
         spec = next(s for s in state.pod.containers if s.name == container.name)
         cgroup = f"{state.cgroup}/{container.name}"
+        if container.restarts:
+            kill_cgroup_tasks(self._driver, cgroup)  # what the last run left behind
         try:
             with self._logs.open(
                 namespace=state.pod.view.namespace,
@@ -354,7 +393,7 @@ class LocalNode:
                 container.proc = spawn_in_cgroup(
                     self._driver, cgroup, spec.argv, env=spec.env, stdout=out
                 )
-        except (OSError, CgroupError) as exc:
+        except (OSError, CgroupError, ValueError) as exc:
             container.next_start = now + min(MAX_BACKOFF_S, 2.0 ** (container.restarts + 1))
             container.restarts += 1
             log.warning(
@@ -378,6 +417,10 @@ class LocalNode:
         state = self._pods.pop(key)
         running = [c.proc for c in state.containers.values() if c.proc is not None]
         await asyncio.to_thread(stop_processes, running, grace_s=self._grace)
+        # Children that outlived their container's main process would otherwise be
+        # moved to the parent cgroup by the removal and escape the pod's limits.
+        for name in state.containers:
+            await asyncio.to_thread(kill_cgroup_tasks, self._driver, f"{state.cgroup}/{name}")
         try:
             self._driver.remove(state.cgroup)
         except CgroupError as exc:

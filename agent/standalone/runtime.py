@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
-from katalyst.cgroup import CgroupDriver
+from katalyst.cgroup import CgroupDriver, CgroupNotFound
 
 log = logging.getLogger(__name__)
 _WAIT_THEN_EXEC = ["/bin/sh", "-c", 'read _ && exec "$@"', "sh"]
@@ -81,6 +81,30 @@ def stop_processes(procs: Sequence[subprocess.Popen[bytes]], *, grace_s: float =
 def stop_process(proc: subprocess.Popen[bytes], *, grace_s: float = 2.0) -> int:
     """SIGTERM the process's group, wait up to ``grace_s``, then SIGKILL; return its status."""
     return stop_processes([proc], grace_s=grace_s)[0]
+
+
+def kill_cgroup_tasks(driver: CgroupDriver, cgroup: str, *, attempts: int = 50) -> int:
+    """SIGKILL every task left in ``cgroup`` (a container's children that outlived
+    its main process), by pid, until it is empty; return how many were killed.
+
+    A task that forks meanwhile is caught by the next attempt; a cgroup that is
+    gone is empty.
+    """
+    killed = 0
+    for _ in range(attempts):
+        try:
+            pids = driver.procs(cgroup)
+        except CgroupNotFound:
+            return killed
+        if not pids:
+            return killed
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
+        time.sleep(0.01)
+    log.warning("cgroup %s still holds tasks after %d rounds of SIGKILL", cgroup, attempts)
+    return killed
 
 
 class ContainerLogs:

@@ -111,6 +111,7 @@ def main() -> int:
         "--standalone", str(folder),
         "--state-dir", str(state),
         "--cgroup-root", CGROUP_ROOT,
+        "--metrics-addr", "127.0.0.1:0",
     ]  # fmt: skip
     print(f"$ {' '.join(agent_cmd)}")
     log = (work / "agent.log").open("wb")

@@ -7,7 +7,7 @@ import asyncio
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -52,12 +52,13 @@ spec:
 """
 
 
-async def _until(check: object, *, attempts: int = 100) -> None:
-    assert callable(check)
+async def _until(check: Callable[[], bool], *, attempts: int = 100) -> None:
+    """Wait until ``check()`` holds; fail (naming it) if it never does."""
     for _ in range(attempts):
         if check():
             return
         await asyncio.sleep(0.05)
+    raise AssertionError(f"never came true: {check}")
 
 
 @pytest.fixture

@@ -7,9 +7,15 @@ import subprocess
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
-from agent.standalone.runtime import ContainerLogs, spawn_in_cgroup, stop_process
+from agent.standalone.runtime import (
+    ContainerLogs,
+    kill_cgroup_tasks,
+    spawn_in_cgroup,
+    stop_process,
+)
 from katalyst.cgroup import CgroupNotFound
 from tests.support.kernel import check_kernel_ready, kernel_driver
 
@@ -49,3 +55,19 @@ def test_attaching_to_a_missing_cgroup_leaves_no_process_behind() -> None:
     check_kernel_ready(["cpu", "memory"])
     with kernel_driver() as driver, pytest.raises(CgroupNotFound):
         spawn_in_cgroup(driver, "missing", ["sleep", "600"], stdout=subprocess.DEVNULL)
+
+
+def test_children_that_outlive_the_main_process_are_killed_by_pid() -> None:
+    check_kernel_ready(["cpu", "memory"])
+    with kernel_driver() as driver:
+        driver.create("pod/app")
+        proc = spawn_in_cgroup(driver, "pod/app", ["sh", "-c", "sleep 600 & exit 0"])
+        assert proc.wait(timeout=10) == 0
+        for _ in range(200):  # the orphaned sleep is still in the cgroup
+            if driver.procs("pod/app"):
+                break
+            time.sleep(0.01)
+        (orphan,) = driver.procs("pod/app")
+        assert kill_cgroup_tasks(driver, "pod/app") == 1
+        assert driver.procs("pod/app") == []
+        assert not psutil.pid_exists(orphan) or psutil.Process(orphan).status() == "zombie"

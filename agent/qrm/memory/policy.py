@@ -32,6 +32,7 @@ from agent.qrm.types import (
     AllocationRefused,
     ContainerAllocation,
     ContainerRequest,
+    ContainerType,
     InvalidRequest,
     NodeAllocations,
     PluginOptions,
@@ -88,7 +89,24 @@ class MemoryPlan:
     """``memory.low`` (v2) / soft limit (v1) in bytes; None for none."""
     oom_score_adj: int | None
     level: QoSLevel
+    init: bool = False
+    """An init container: it runs before the others, so the pod needs the larger of
+    its request and the sum of the others', not both."""
     pool_annotations: Mapping[str, str] = field(default_factory=dict)
+
+
+def _pod_request(plans: list[MemoryPlan]) -> int:
+    """Kubernetes' effective pod request: the larger of the largest init container's
+    and the sum of the others' (init containers run before them, one at a time)."""
+    inits = [p.request for p in plans if p.init]
+    others = sum(p.request for p in plans if not p.init)
+    return max([others, *inits])
+
+
+def _flag(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {value!r}")
+    return value
 
 
 def _bytes(requests: Mapping[str, float], name: str) -> int | None:
@@ -210,9 +228,9 @@ class MemoryPolicy:
     def _used(self, node: int) -> int:
         used = 0
         for containers in self._plans.values():
-            for plan in containers.values():
-                if plan.bound and node in plan.mems:
-                    used += plan.request // len(plan.mems)
+            bound = [p for p in containers.values() if p.bound and node in p.mems]
+            if bound:
+                used += _pod_request(bound) // len(bound[0].mems)
         return used
 
     def _exclusive_owner(self, node: int) -> bool:
@@ -255,6 +273,7 @@ class MemoryPolicy:
             protection=protection or None,
             oom_score_adj=oom_score_adj_for(priority),
             level=request.level,
+            init=request.container_type is ContainerType.INIT,
         )
         if not memory.numa_binding:
             return base
@@ -274,18 +293,19 @@ class MemoryPolicy:
         unknown = sorted(set(nodes) - set(self._capacity))
         if unknown:
             raise InvalidRequest(f"hint names NUMA nodes {unknown} that this node does not have")
+        plan = replace(base, mems=nodes, bound=True, exclusive=memory.numa_exclusive)
+        if existing is not None:
+            # What the pod needs in addition: its effective request with this
+            # container, minus without it (an init container overlaps the others).
+            siblings = [p for p in self._plans.get(request.pod_uid, {}).values() if p.bound]
+            extra = _pod_request([*siblings, plan]) - _pod_request(siblings)
+            if any(self._free(n) < extra // len(nodes) for n in nodes):
+                raise AllocationRefused(self._refusal(ask, list(nodes)))
+            return plan
         share = ask // len(nodes)
-        if any(
-            (
-                not self._fits(
-                    node=n, ask=share, exclusive=memory.numa_exclusive and existing is None
-                )
-            )
-            and not (existing is not None and self._free(n) >= share)
-            for n in nodes
-        ):
+        if not all(self._fits(node=n, ask=share, exclusive=memory.numa_exclusive) for n in nodes):
             raise AllocationRefused(self._refusal(ask, list(nodes)))
-        return replace(base, mems=nodes, bound=True, exclusive=memory.numa_exclusive)
+        return plan
 
     def _refusal(self, ask: int, nodes: list[int]) -> str:
         free = ", ".join(
@@ -335,6 +355,7 @@ class MemoryPolicy:
                         "protection": plan.protection,
                         "oom_score_adj": plan.oom_score_adj,
                         "level": str(plan.level),
+                        "init": plan.init,
                     }
                     for name, plan in containers.items()
                 }
@@ -375,8 +396,8 @@ class MemoryPolicy:
                         raise ValueError(f"pod {uid!r} container {name!r}: not an object")
                     plan = MemoryPlan(
                         mems=CPUSet.parse(str(raw["mems"])),
-                        bound=bool(raw["bound"]),
-                        exclusive=bool(raw["exclusive"]),
+                        bound=_flag(raw["bound"]),
+                        exclusive=_flag(raw["exclusive"]),
                         request=int(raw["request"]),
                         limit=None if raw["limit"] is None else int(raw["limit"]),
                         protection=None if raw["protection"] is None else int(raw["protection"]),
@@ -384,13 +405,14 @@ class MemoryPolicy:
                         if raw["oom_score_adj"] is None
                         else int(raw["oom_score_adj"]),
                         level=QoSLevel(str(raw["level"])),
+                        init=_flag(raw.get("init", False)),
                     )
                     unknown = sorted(set(plan.mems) - set(self._capacity))
                     if unknown:
                         where = f"pod {uid!r} container {name!r}"
                         raise ValueError(f"{where}: NUMA nodes {unknown} do not exist here")
                     plans.setdefault(PodUID(str(uid)), {})[str(name)] = plan
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"memory policy state is malformed: {exc!r}") from exc
         self._plans = plans
         self.generation += 1

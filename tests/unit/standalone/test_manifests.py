@@ -107,3 +107,23 @@ def test_a_missing_folder_is_an_error_not_a_crash(tmp_path: Path) -> None:
     pods, errors = load_folder(tmp_path / "nope")
     assert pods == {}
     assert "cannot list the folder" in errors[0].message
+
+
+def test_yaml_aliases_are_refused_before_they_expand(tmp_path: Path) -> None:
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+    (tmp_path / "bomb.yaml").write_text(bomb)
+    pods, errors = load_folder(tmp_path)
+    assert pods == {}
+    assert "aliases are not allowed" in errors[0].message
+
+
+def test_process_arguments_the_kernel_cannot_take_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "nul.yaml").write_text(SERVICE.replace('"8080"]', '"80\\u000080"]'))
+    (tmp_path / "env.yaml").write_text(
+        SERVICE.replace("name: web", "name: web2").replace("{name: PORT,", "{name: 'A=B',")
+    )
+    pods, errors = load_folder(tmp_path)
+    assert pods == {}
+    messages = "\n".join(e.message for e in errors)
+    assert "must not contain NUL" in messages
+    assert "env 'A=B' must be a C identifier" in messages

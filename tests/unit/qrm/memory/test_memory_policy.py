@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -273,3 +274,19 @@ def test_without_a_hint_the_policy_picks_its_own_preferred_node() -> None:
     huge = _request("d2", level="dedicated_cores", memory=BOUND, requests={"memory": 64 * GiB})
     with pytest.raises(AllocationRefused, match="asked"):
         policy.allocate(huge)
+
+
+def test_an_init_container_overlaps_the_main_ones_in_the_accounting() -> None:
+    policy = _policy()  # node 0: 8 GiB, 1 reserved -> 7 GiB for bound pods
+    init = _request(
+        "d1", level="dedicated_cores", memory=BOUND, requests={"memory": 4 * GiB}, hint={0}
+    )
+    init = replace(init, container_name="setup", container_type=ContainerType.INIT)
+    policy.allocate(init)
+    main = _request("d1", level="dedicated_cores", memory=BOUND, requests={"memory": 5 * GiB})
+    assert policy.allocate(main)["memory"].allocation_result == "0"
+    # The pod needs max(4, 5) = 5 GiB, not 9.
+    assert policy.free_bound_memory()[0] == 2 * GiB
+    too_much = replace(main, container_name="sidecar", container_type=ContainerType.SIDECAR)
+    with pytest.raises(AllocationRefused):
+        policy.allocate(too_much)  # 5 + 5 = 10 GiB > 7
