@@ -117,6 +117,7 @@ async def start_http(app: web.Application, addr: str) -> tuple[web.AppRunner, st
         await runner.cleanup()
         raise
     bound = runner.addresses[0]
-    url_addr = f"{bound[0]}:{bound[1]}"
+    host_part = f"[{bound[0]}]" if ":" in str(bound[0]) else str(bound[0])
+    url_addr = f"{host_part}:{bound[1]}"
     log.info("metrics and health on http://%s/metrics and /healthz", url_addr)
     return runner, url_addr

@@ -55,6 +55,8 @@ from katalyst.qos import QoSLevel
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 30.0
+#: A container that ran this long before exiting starts its back-off afresh (the kubelet's 10 min).
+BACKOFF_RESET_S = 600.0
 
 
 @dataclass
@@ -66,6 +68,7 @@ class ContainerState:
     proc: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     next_start: float = 0.0
+    started_at: float = 0.0
     exit_code: int | None = None
     done: bool = False
     """An init container that succeeded, or a main container that will not restart."""
@@ -359,6 +362,8 @@ class LocalNode:
                 return
             container.proc = None
             container.exit_code = code
+            if now - container.started_at >= BACKOFF_RESET_S:
+                container.restarts = 0
             policy = state.pod.restart_policy
             if container.init and code == 0:
                 container.done = True
@@ -400,6 +405,7 @@ class LocalNode:
                 "pod %s container %s could not start: %s", state.pod.key, container.name, exc
             )
             return
+        container.started_at = now
         self._apply(state, container.name)  # oom_score_adj needs the process
         log.info(
             "pod %s container %s started (pid %d)",
