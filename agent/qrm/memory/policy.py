@@ -92,6 +92,8 @@ class MemoryPlan:
     init: bool = False
     """An init container: it runs before the others, so the pod needs the larger of
     its request and the sum of the others', not both."""
+    assignments: Mapping[int, int] = field(default_factory=dict)
+    """For a bound container: NUMA node -> bytes accounted there."""
     pool_annotations: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -101,6 +103,25 @@ def _pod_request(plans: list[MemoryPlan]) -> int:
     inits = [p.request for p in plans if p.init]
     others = sum(p.request for p in plans if not p.init)
     return max([others, *inits])
+
+
+def _pod_usage_on(plans: list[MemoryPlan], node: int) -> int:
+    """The pod's bytes on ``node``, with init containers overlapping the others."""
+    inits = [p.assignments.get(node, 0) for p in plans if p.init]
+    others = sum(p.assignments.get(node, 0) for p in plans if not p.init)
+    return max([others, *inits])
+
+
+def _split(ask: int, nodes: list[int], free: Mapping[int, int]) -> dict[int, int] | None:
+    """Spread ``ask`` bytes over ``nodes`` in order, each up to what it has free
+    (the same rule as the hints: their combined free memory must suffice)."""
+    out: dict[int, int] = {}
+    left = ask
+    for node in nodes:
+        take = min(left, max(free[node], 0))
+        out[node] = take
+        left -= take
+    return out if left == 0 else None
 
 
 def _flag(value: object) -> bool:
@@ -230,7 +251,7 @@ class MemoryPolicy:
         for containers in self._plans.values():
             bound = [p for p in containers.values() if p.bound and node in p.mems]
             if bound:
-                used += _pod_request(bound) // len(bound[0].mems)
+                used += _pod_usage_on(bound, node)
         return used
 
     def _exclusive_owner(self, node: int) -> bool:
@@ -293,19 +314,25 @@ class MemoryPolicy:
         unknown = sorted(set(nodes) - set(self._capacity))
         if unknown:
             raise InvalidRequest(f"hint names NUMA nodes {unknown} that this node does not have")
-        plan = replace(base, mems=nodes, bound=True, exclusive=memory.numa_exclusive)
         if existing is not None:
-            # What the pod needs in addition: its effective request with this
-            # container, minus without it (an init container overlaps the others).
+            # Join the pod's nodes. What the pod needs in addition is its effective
+            # request with this container minus without it (an init container
+            # overlaps the others); that must be free, spread over its nodes.
             siblings = [p for p in self._plans.get(request.pod_uid, {}).values() if p.bound]
-            extra = _pod_request([*siblings, plan]) - _pod_request(siblings)
-            if any(self._free(n) < extra // len(nodes) for n in nodes):
+            probe = replace(base, mems=nodes, bound=True, exclusive=memory.numa_exclusive)
+            extra = _pod_request([*siblings, probe]) - _pod_request(siblings)
+            free = {n: self._free(n) for n in nodes}
+            if _split(extra, list(nodes), free) is None:
                 raise AllocationRefused(self._refusal(ask, list(nodes)))
-            return plan
-        share = ask // len(nodes)
-        if not all(self._fits(node=n, ask=share, exclusive=memory.numa_exclusive) for n in nodes):
+            split = _split(ask, list(nodes), {n: self._capacity[n] for n in nodes})
+            return replace(probe, assignments=split or {})
+        eligible = all(self._fits(node=n, ask=0, exclusive=memory.numa_exclusive) for n in nodes)
+        split = _split(ask, list(nodes), {n: self._free(n) for n in nodes}) if eligible else None
+        if split is None:
             raise AllocationRefused(self._refusal(ask, list(nodes)))
-        return plan
+        return replace(
+            base, mems=nodes, bound=True, exclusive=memory.numa_exclusive, assignments=split
+        )
 
     def _refusal(self, ask: int, nodes: list[int]) -> str:
         free = ", ".join(
@@ -323,7 +350,7 @@ class MemoryPolicy:
             annotations[PROTECTION_ANNOTATION] = str(plan.protection)
         if plan.oom_score_adj is not None:
             annotations[OOM_SCORE_ADJ_ANNOTATION] = str(plan.oom_score_adj)
-        assignments = {n: plan.request // len(plan.mems) for n in plan.mems} if plan.bound else {}
+        assignments = dict(plan.assignments) if plan.bound else {}
         hints = (TopologyHint(nodes=frozenset(plan.mems), preferred=True),) if plan.bound else ()
         return {
             RESOURCE: AllocationInfo(
@@ -356,6 +383,7 @@ class MemoryPolicy:
                         "oom_score_adj": plan.oom_score_adj,
                         "level": str(plan.level),
                         "init": plan.init,
+                        "assignments": {str(n): b for n, b in plan.assignments.items()},
                     }
                     for name, plan in containers.items()
                 }
@@ -406,6 +434,9 @@ class MemoryPolicy:
                         else int(raw["oom_score_adj"]),
                         level=QoSLevel(str(raw["level"])),
                         init=_flag(raw.get("init", False)),
+                        assignments={
+                            int(n): int(b) for n, b in dict(raw.get("assignments", {})).items()
+                        },
                     )
                     unknown = sorted(set(plan.mems) - set(self._capacity))
                     if unknown:

@@ -264,7 +264,8 @@ def test_a_pod_larger_than_one_node_is_hinted_adjacent_nodes() -> None:
         )
     )["memory"]
     assert answer.allocation_result == "0-1"
-    assert dict(answer.topology_assignments) == {0: 5 * GiB, 1: 5 * GiB}
+    # Spread by free memory: node 0 has 7 GiB free (1 reserved), node 1 the rest.
+    assert dict(answer.topology_assignments) == {0: 7 * GiB, 1: 3 * GiB}
 
 
 def test_without_a_hint_the_policy_picks_its_own_preferred_node() -> None:
@@ -290,3 +291,19 @@ def test_an_init_container_overlaps_the_main_ones_in_the_accounting() -> None:
     too_much = replace(main, container_name="sidecar", container_type=ContainerType.SIDECAR)
     with pytest.raises(AllocationRefused):
         policy.allocate(too_much)  # 5 + 5 = 10 GiB > 7
+
+
+def test_what_the_hints_offer_allocate_accepts_even_when_nodes_are_uneven() -> None:
+    policy = _policy()
+    policy.allocate(
+        _request(
+            "d1", level="dedicated_cores", memory=BOUND, requests={"memory": 6 * GiB}, hint={1}
+        )
+    )
+    # Free: node 0 7 GiB, node 1 2 GiB. 8 GiB fits only on both together.
+    ask = _request("d2", level="dedicated_cores", memory=BOUND, requests={"memory": 8 * GiB})
+    (hint,) = policy.topology_hints(ask)["memory"]
+    assert hint.nodes == frozenset({0, 1})
+    answer = policy.allocate(replace(ask, hint=hint))["memory"]
+    assert dict(answer.topology_assignments) == {0: 7 * GiB, 1: GiB}
+    assert policy.free_bound_memory() == {0: 0, 1: GiB}
