@@ -20,7 +20,14 @@ import psutil
 from prometheus_client import CollectorRegistry
 
 from agent.config import AgentConfig, ConfigError, Mode, load_config
-from agent.observability import AgentCollector, Heartbeat, build_app, start_http
+from agent.metaserver.metrics import MetricsCollector
+from agent.observability import (
+    AgentCollector,
+    ContainerCollector,
+    Heartbeat,
+    build_app,
+    start_http,
+)
 from agent.qrm.checkpoints import restore_or_new
 from agent.qrm.cpu import CPUPolicy
 from agent.qrm.memory import MemoryPolicy
@@ -163,6 +170,11 @@ async def run(
                 cgroupfs=cgroupfs,
                 clock=clock,
                 heartbeat=heartbeats[0],
+            )
+            registry.register(
+                ContainerCollector(
+                    containers=node.containers, metrics=MetricsCollector(node.driver, clock=clock)
+                )
             )
             if node_ready is not None:
                 node_ready.set()

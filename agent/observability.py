@@ -9,14 +9,15 @@ server serves and every loop has beaten recently, 503 with the reasons otherwise
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from agent.metaserver.metrics import MetricsCollector
 from agent.qrm.cpu import CPUPolicy
 from agent.qrm.server import PluginServer
 from katalyst.clock import Clock
@@ -35,6 +36,63 @@ class Heartbeat:
     def beat(self, now: float) -> None:
         """Record that the loop completed a pass."""
         self.last = now
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerRef:
+    """A container the node runs, for per-container series."""
+
+    namespace: str
+    pod: str
+    container: str
+    qos_level: str
+    cgroup: str
+
+
+class ContainerCollector(Collector):
+    """Per-container counters, read from the cgroups at scrape time.
+
+    Counters are cumulative (Prometheus takes the rates); a container whose
+    cgroup vanished between the listing and the read is left out of that scrape.
+    """
+
+    def __init__(
+        self, *, containers: Callable[[], Iterable[ContainerRef]], metrics: MetricsCollector
+    ) -> None:
+        self._containers = containers
+        self._metrics = metrics
+
+    def collect(self) -> Iterable[Metric]:
+        labels = ["namespace", "pod", "container", "qos_level"]
+        cpu = CounterMetricFamily(
+            "katalyst_container_cpu_usage_seconds", "CPU time used by the container", labels=labels
+        )
+        throttled = CounterMetricFamily(
+            "katalyst_container_cpu_throttled_periods",
+            "CFS periods in which the container was throttled",
+            labels=labels,
+        )
+        delay = CounterMetricFamily(
+            "katalyst_container_run_delay_seconds",
+            "Time the container's tasks waited for a CPU (schedstat)",
+            labels=labels,
+        )
+        memory = GaugeMetricFamily(
+            "katalyst_container_memory_usage_bytes",
+            "Memory charged to the container",
+            labels=labels,
+        )
+        refs = {f"{r.namespace}/{r.pod}/{r.container}": r for r in self._containers()}
+        readings = self._metrics.collect({key: ref.cgroup for key, ref in refs.items()})
+        for key, reading in sorted(readings.items()):
+            ref = refs[key]
+            values = [ref.namespace, ref.pod, ref.container, ref.qos_level]
+            counters = reading.counters
+            cpu.add_metric(values, counters.cpu_usage_ns / 1e9)
+            throttled.add_metric(values, counters.nr_throttled)
+            delay.add_metric(values, counters.run_delay_ns / 1e9)
+            memory.add_metric(values, counters.memory_usage)
+        yield from (cpu, throttled, delay, memory)
 
 
 class AgentCollector(Collector):

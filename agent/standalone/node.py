@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.enforcement.applier import RECLAIMED_SHARES, Applier, target_for
-from agent.observability import Heartbeat
+from agent.observability import ContainerRef, Heartbeat
 from agent.qrm.types import AllocationInfo
 from agent.standalone.kubelet import (
     AllocationDict,
@@ -188,6 +188,26 @@ class LocalNode:
     def pods(self) -> Mapping[str, PodState]:
         """Pods by ``namespace/name``."""
         return self._pods
+
+    @property
+    def driver(self) -> CgroupDriver:
+        """The cgroup driver whose base is the node's cgroup root."""
+        return self._driver
+
+    def containers(self) -> list[ContainerRef]:
+        """The containers of running pods, for per-container metrics."""
+        return [
+            ContainerRef(
+                namespace=state.pod.view.namespace,
+                pod=state.pod.view.name,
+                container=name,
+                qos_level=str(state.pod.view.level),
+                cgroup=f"{state.cgroup}/{name}",
+            )
+            for state in list(self._pods.values())
+            if state.phase == "Running"
+            for name in state.containers
+        ]
 
     async def run(self, stop: asyncio.Event) -> None:
         """Sync until ``stop`` is set, then stop every pod (allocations are kept)."""

@@ -10,6 +10,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import aiohttp
 import psutil
 import pytest
 
@@ -89,7 +90,8 @@ async def test_a_shared_and_a_reclaimed_pod_run_in_their_cgroups(
         reserved_cpus=CPUSet.of([0]),
     )
     stop, ready = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(run(config, stop=stop, node_ready=ready))
+    http: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(run(config, stop=stop, node_ready=ready, http_ready=http))
     driver = open_driver(HostCgroupFS(), base=root, below_own_cgroup=True)
     try:
         readiness = asyncio.ensure_future(ready.wait())
@@ -133,6 +135,20 @@ async def test_a_shared_and_a_reclaimed_pod_run_in_their_cgroups(
         assert psutil.Process(burn_pid).is_running()
         with open(f"/proc/{burn_pid}/oom_score_adj", encoding="ascii") as f:
             assert f.read().strip() == "333"
+        # Per-container series on /metrics, read from the cgroups at scrape time.
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://{http.result()}/metrics") as response,
+        ):
+            metrics = await response.text()
+        burn_cpu = next(
+            line
+            for line in metrics.splitlines()
+            if line.startswith("katalyst_container_cpu_usage_seconds_total{")
+            and 'container="burn"' in line
+        )
+        assert float(burn_cpu.rsplit(" ", 1)[1]) > 0
+        assert 'katalyst_container_memory_usage_bytes{container="server"' in metrics
         # Removing a manifest stops that pod and removes its cgroup.
         (folder / "batch.yaml").unlink()
         await _until(
