@@ -3,7 +3,10 @@
 Every policy answers GetTopologyHints the same way, so that the kubelet's
 topology manager can merge the answers of the CPU and memory plugins: every
 *minimal* run of adjacent NUMA nodes (by id) that can give the amount asked, the
-runs with the fewest nodes preferred.
+runs with the fewest nodes preferred. A minimal run contains no smaller fitting
+run: with 6 CPUs free on node 0 and 1 each on nodes 1 and 2, a 2-CPU ask gets
+``{0}`` and ``{1, 2}``, not ``{0, 1}``. No fitting run: no hints (the kubelet then
+refuses admission).
 """
 
 from __future__ import annotations

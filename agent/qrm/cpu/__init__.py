@@ -4,11 +4,12 @@
   the plugin server serves (state and decisions, no I/O);
 * :mod:`.pools` -- :func:`compute_pools`, the pools as a pure function of the
   reserve, the dedicated sets and the reclaim size;
-* :mod:`.exclusive` -- which exclusive CPUs a dedicated pod gets, and NUMA hints;
+* :mod:`.exclusive` -- which exclusive CPUs a dedicated pod gets (NUMA hints are
+  :func:`agent.qrm.hints.numa_hints`, shared with the memory policy);
 * :mod:`.state` -- the immutable state and its checkpoint form.
 """
 
-from agent.qrm.cpu.exclusive import numa_hints, take_cpus
+from agent.qrm.cpu.exclusive import take_cpus
 from agent.qrm.cpu.policy import OCI_PROPERTY, PLUGIN_NAME, POOL_ANNOTATION, RESOURCE, CPUPolicy
 from agent.qrm.cpu.pools import (
     NAMED_POOLS,
@@ -36,6 +37,5 @@ __all__ = [
     "DedicatedSet",
     "Pools",
     "compute_pools",
-    "numa_hints",
     "take_cpus",
 ]

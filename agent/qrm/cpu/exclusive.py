@@ -1,4 +1,4 @@
-"""Choosing exclusive CPUs and NUMA hints for ``dedicated_cores`` pods (pure).
+"""Choosing exclusive CPUs for ``dedicated_cores`` pods (pure).
 
 **Which CPUs** (:func:`take_cpus`), given the free CPUs and a count:
 
@@ -13,16 +13,11 @@
    cores that are already partly taken (fewest free siblings first), so that as
    few whole cores as possible are broken.
 
-**NUMA hints** (:func:`agent.qrm.hints.numa_hints`): every *minimal* run of adjacent NUMA nodes
-(consecutive in id order) whose CPUs suffice, i.e. one that contains no smaller
-fitting run (with 6 CPUs free on node 0 and 1 each on nodes 1 and 2, a 2-CPU ask
-gets ``{0}`` and ``{1, 2}``, not ``{0, 1}``). The runs with the fewest nodes are
-``preferred``. No fitting run: no hints (the kubelet then refuses admission).
+NUMA hints are :func:`agent.qrm.hints.numa_hints`, shared with the memory policy.
 """
 
 from __future__ import annotations
 
-from agent.qrm.hints import numa_hints
 from katalyst.cpuset import CPUSet
 from katalyst.topology import CPUTopology
 
@@ -96,6 +91,3 @@ def take_cpus(topology: CPUTopology, *, free: CPUSet, count: int) -> CPUSet | No
         fullest = min(by_node, key=lambda n: (-len(by_node[n]), n))
         taken = taken.union(by_node.pop(fullest))
         remaining = count - len(taken)
-
-
-__all__ = ["numa_hints", "take_cpus"]

@@ -68,7 +68,7 @@ from dataclasses import replace
 from types import MappingProxyType
 from typing import Final
 
-from agent.qrm.cpu.exclusive import numa_hints, take_cpus
+from agent.qrm.cpu.exclusive import take_cpus
 from agent.qrm.cpu.pools import (
     NAMED_POOLS,
     POOL_DEDICATED,
@@ -86,6 +86,7 @@ from agent.qrm.cpu.state import (
     encode_state,
     required_cpus,
 )
+from agent.qrm.hints import numa_hints
 from agent.qrm.types import (
     AllocationInfo,
     AllocationRefused,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agent.qrm.cpu import compute_pools, numa_hints, take_cpus
+from agent.qrm.cpu import compute_pools, take_cpus
+from agent.qrm.hints import numa_hints
 from agent.qrm.types import TopologyHint
 from katalyst.cpuset import CPUSet
 from katalyst.qos import PodUID
