@@ -10,6 +10,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -23,6 +27,18 @@ settings.register_profile("katalyst-ci", parent=settings.get_profile("katalyst")
 settings.load_profile("katalyst-ci" if os.environ.get("CI") else "katalyst")
 
 _skipped: list[str] = []
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A fresh directory with a short path, removed afterwards: an agent's plugin
+    sockets live below its state directory, and a unix socket path must fit in
+    106 bytes (gRPC's limit), which ``tmp_path`` often does not leave room for."""
+    path = Path(tempfile.mkdtemp(prefix="kq"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

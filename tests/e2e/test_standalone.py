@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -60,17 +58,6 @@ async def _until(check: Callable[[], bool], *, attempts: int = 100) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"never came true: {check}")
-
-
-@pytest.fixture
-def short_dir() -> Iterator[Path]:
-    """A state directory with a short path: the plugin sockets live in it, and a
-    unix socket path must fit in 106 bytes (tmp_path is long)."""
-    path = Path(tempfile.mkdtemp(prefix="kq"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 async def test_a_shared_and_a_reclaimed_pod_run_in_their_cgroups(

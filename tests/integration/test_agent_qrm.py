@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -38,13 +36,9 @@ def sysfs(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def state_dir() -> Iterator[Path]:
-    # Short: the plugin sockets live below it and must fit in 106 bytes.
-    path = Path(tempfile.mkdtemp(prefix="kqi"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
+def state_dir(short_dir: Path) -> Path:
+    """The agent's state directory; the plugin sockets live below it."""
+    return short_dir
 
 
 @asynccontextmanager
