@@ -132,9 +132,10 @@ async def run(
     cpu, memory = build_policies(config, store=store, sysfs=sysfs)
     socket_dir = socket_dir_for(config)
     policies: tuple[CPUPolicy | MemoryPolicy, ...] = (cpu, memory)
+    checkpointers = [_checkpointer(store, p) for p in policies]
     servers = [
-        PluginServer(p, socket_dir=socket_dir, clock=clock, on_change=_checkpointer(store, p))
-        for p in policies
+        PluginServer(p, socket_dir=socket_dir, clock=clock, on_change=save)
+        for p, save in zip(policies, checkpointers, strict=True)
     ]
     node: LocalNode | None = None
     async with contextlib.AsyncExitStack() as stack:
@@ -179,8 +180,8 @@ async def run(
             if node_ready is not None:
                 node_ready.set()
             await node.run(stop)
-    for policy in policies:
-        store.save(policy.plugin_name, policy.to_state())
+    for save in checkpointers:
+        await save()
     log.info("stopped; checkpoints flushed")
     return node
 

@@ -50,7 +50,7 @@ from agent.standalone.runtime import (
 from katalyst.api.resourceplugin.v1alpha1 import api_pb2 as rp_pb2
 from katalyst.cgroup import CgroupDriver, CgroupError
 from katalyst.clock import Clock
-from katalyst.qos import QoSLevel
+from katalyst.qos import QoSLevel, Quantity
 
 log = logging.getLogger(__name__)
 
@@ -92,13 +92,9 @@ class PodState:
         return f"pod{self.pod.view.uid}"
 
 
-def _quantities(requests: Mapping[str, object]) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for name, quantity in requests.items():
-        amount = getattr(quantity, "amount", None)
-        if amount is not None:
-            out[name] = float(amount)
-    return out
+def _quantities(requests: Mapping[str, Quantity]) -> dict[str, float]:
+    """Requests as the kubelet sends them: cores, bytes, milli-units as plain numbers."""
+    return {name: float(quantity.amount) for name, quantity in requests.items()}
 
 
 def kubelet_pod(pod: LocalPod) -> Pod:
