@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TypedDict, Unpack
 
-from katalyst.cgroup.errors import CgroupInvalidValue, translate_oserror
+from katalyst.cgroup.errors import CgroupInvalidValue, CgroupNotFound, translate_oserror
 from katalyst.cpuset import CPUSet
 
 #: What v1 reads back for "no limit" (PAGE_COUNTER_MAX pages of 4 KiB).
@@ -834,16 +834,14 @@ class FakeCgroupFS:
             return True
         try:
             hier, node, name = self._resolve(path)
-        except OSError:
-            return False
-        except Exception:  # noqa: BLE001 - the typed CgroupNotFound
+        except CgroupNotFound:
             return False
         return name is None or name in self._spec_table(hier, node)
 
     def is_dir(self, path: str) -> bool:
         try:
             _, _, name = self._resolve(path)
-        except Exception:  # noqa: BLE001 - the typed CgroupNotFound
+        except CgroupNotFound:
             return False
         return name is None
 
