@@ -11,16 +11,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import psutil
 from prometheus_client import CollectorRegistry
 
+from agent.cluster.metrics import ClusterCollector
+from agent.cluster.node import ClusterNode
 from agent.config import AgentConfig, ConfigError, Mode, load_config
-from agent.metaserver.metrics import MetricsCollector
+from agent.metaserver.apiserver import ApiServerError, PodWatcher, connect
+from agent.metaserver.metrics import ContainerRef, MetricsCollector, MetricsLoop
 from agent.observability import (
     AgentCollector,
     ContainerCollector,
@@ -35,7 +39,7 @@ from agent.qrm.server import OnChange, PluginServer, PluginServerError
 from agent.standalone.kubelet import LocalKubelet
 from agent.standalone.node import LocalNode
 from agent.standalone.runtime import ContainerLogs
-from katalyst.cgroup import CgroupError, CgroupFS, HostCgroupFS, open_driver
+from katalyst.cgroup import CgroupDriver, CgroupError, CgroupFS, HostCgroupFS, open_driver
 from katalyst.checkpoint import CheckpointStore
 from katalyst.clock import Clock, MonotonicClock
 from katalyst.logsetup import configure_logging
@@ -45,6 +49,8 @@ log = logging.getLogger(__name__)
 PROG = "katalyst-agent"
 STANDALONE_CGROUP_ROOT = "katalyst"
 SERVER_GRACE_S = 1.0
+#: A pod's service-account token; with KUBERNETES_SERVICE_HOST, the agent runs in a cluster.
+IN_CLUSTER_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 
 
 class StartupError(Exception):
@@ -95,9 +101,18 @@ def build_policies(
     return cpu, memory
 
 
-def _checkpointer(store: CheckpointStore, policy: CPUPolicy | MemoryPolicy) -> OnChange:
+def _checkpointer(
+    store: CheckpointStore,
+    policy: CPUPolicy | MemoryPolicy,
+    listeners: Sequence[Callable[[], None]] = (),
+) -> OnChange:
+    """Save the policy after every change, then tell ``listeners`` (kept by reference:
+    loops built later add themselves)."""
+
     async def save() -> None:
         store.save(policy.plugin_name, policy.to_state())
+        for listener in listeners:
+            listener()
 
     return save
 
@@ -109,6 +124,25 @@ def socket_dir_for(config: AgentConfig) -> Path:
     return config.qrm_socket_dir
 
 
+def _metrics_loop(
+    driver: CgroupDriver,
+    containers: Callable[[], Iterable[ContainerRef]],
+    *,
+    registry: CollectorRegistry,
+    heartbeats: list[Heartbeat],
+    clock: Clock,
+) -> MetricsLoop:
+    """Per-container and node metrics, read once a period, served on /metrics and
+    shared with the control loops; its heartbeat joins /healthz."""
+    beat = Heartbeat("metrics", max_age=30.0)
+    heartbeats.append(beat)
+    loop = MetricsLoop(
+        MetricsCollector(driver, clock=clock), containers, clock=clock, heartbeat=beat
+    )
+    registry.register(ContainerCollector(loop=loop))
+    return loop
+
+
 async def run(
     config: AgentConfig,
     *,
@@ -116,12 +150,16 @@ async def run(
     sysfs: str = "/sys",
     cgroupfs: CgroupFS | None = None,
     clock: Clock | None = None,
+    cluster_driver: CgroupDriver | None = None,
     node_ready: asyncio.Event | None = None,
     http_ready: asyncio.Future[str] | None = None,
 ) -> LocalNode | None:
     """Run until ``stop`` is set; return the standalone node (for inspection) if any.
 
-    ``http_ready``, when given, receives the address /metrics and /healthz are bound to.
+    ``cluster_driver`` replaces the cgroup driver of a cluster node (whose base is
+    each hierarchy's root, where the kubelet's ``cgroup_root`` lives): tests put
+    their kubelet cgroups below their own. ``http_ready``, when given, receives the
+    address /metrics and /healthz are bound to.
     """
     clock = clock or MonotonicClock()
     try:
@@ -132,7 +170,9 @@ async def run(
     cpu, memory = build_policies(config, store=store, sysfs=sysfs)
     socket_dir = socket_dir_for(config)
     policies: tuple[CPUPolicy | MemoryPolicy, ...] = (cpu, memory)
-    checkpointers = [_checkpointer(store, p) for p in policies]
+    # Loops that must hear of every allocation change (the cluster node in QRM mode).
+    listeners: list[Callable[[], None]] = []
+    checkpointers = [_checkpointer(store, p, listeners) for p in policies]
     servers = [
         PluginServer(p, socket_dir=socket_dir, clock=clock, on_change=save)
         for p, save in zip(policies, checkpointers, strict=True)
@@ -159,11 +199,7 @@ async def run(
         stack.push_async_callback(runner.cleanup)
         if http_ready is not None:
             http_ready.set_result(bound)
-        if config.standalone is None:
-            if node_ready is not None:
-                node_ready.set()
-            await stop.wait()
-        else:
+        if config.standalone is not None:
             node = await _standalone(
                 config,
                 stack,
@@ -172,14 +208,47 @@ async def run(
                 clock=clock,
                 heartbeat=heartbeats[0],
             )
-            registry.register(
-                ContainerCollector(
-                    containers=node.containers, metrics=MetricsCollector(node.driver, clock=clock)
-                )
+            metrics = _metrics_loop(
+                node.driver, node.containers, registry=registry, heartbeats=heartbeats, clock=clock
             )
             if node_ready is not None:
                 node_ready.set()
-            await node.run(stop)
+            async with asyncio.TaskGroup() as loops:
+                loops.create_task(metrics.run(stop))
+                loops.create_task(node.run(stop))
+        else:
+            heartbeat = Heartbeat("cluster-node", max_age=60.0)
+            setup = await _cluster(
+                config,
+                stack,
+                socket_dir=socket_dir,
+                cgroupfs=cgroupfs,
+                driver=cluster_driver,
+                clock=clock,
+                heartbeat=heartbeat,
+            )
+            if setup is None:
+                if node_ready is not None:
+                    node_ready.set()
+                await stop.wait()
+            else:
+                watcher, cluster = setup
+                heartbeats.append(heartbeat)
+                listeners.append(cluster.allocations_changed)
+                metrics = _metrics_loop(
+                    cluster.driver,
+                    cluster.containers,
+                    registry=registry,
+                    heartbeats=heartbeats,
+                    clock=clock,
+                )
+                registry.register(ClusterCollector(node=cluster, watcher=watcher))
+                if node_ready is not None:
+                    node_ready.set()
+                async with asyncio.TaskGroup() as loops:
+                    loops.create_task(watcher.run(stop))
+                    loops.create_task(cluster.run(stop))
+                    loops.create_task(metrics.run(stop))
     for save in checkpointers:
         await save()
     log.info("stopped; checkpoints flushed")
@@ -218,6 +287,69 @@ async def _standalone(
     )
 
 
+def in_cluster(env: Mapping[str, str] | None = None) -> bool:
+    """Whether this process runs in a pod with a service account (the DaemonSet)."""
+    env = os.environ if env is None else env
+    return "KUBERNETES_SERVICE_HOST" in env and IN_CLUSTER_TOKEN.is_file()
+
+
+async def _cluster(
+    config: AgentConfig,
+    stack: contextlib.AsyncExitStack,
+    *,
+    socket_dir: Path,
+    cgroupfs: CgroupFS | None,
+    driver: CgroupDriver | None,
+    clock: Clock,
+    heartbeat: Heartbeat,
+) -> tuple[PodWatcher, ClusterNode] | None:
+    """The pod watch and the cluster node loop; None in QRM mode without an API server.
+
+    In ORM mode they are the agent's job, and a missing API server stops the start.
+    With the patched kubelet (QRM) they carry pool resizes to running containers;
+    without an API server to list pods that is left to the kubelet's reconcile.
+    """
+    orm = config.mode is Mode.ORM
+    if not orm and config.kubeconfig is None and not in_cluster():
+        log.info(
+            "qrm mode without --kubeconfig outside a cluster: pool resizes reach running "
+            "containers through the kubelet's reconcile only"
+        )
+        return None
+    try:
+        api = await connect(config.kubeconfig)
+    except ApiServerError as exc:
+        if orm:
+            raise StartupError(f"mode orm needs the API server: {exc}") from exc
+        log.warning("no API server (%s): pool resizes are left to the kubelet", exc)
+        return None
+    stack.push_async_callback(api.close)
+    if driver is None:
+        try:
+            driver = open_driver(cgroupfs or HostCgroupFS())
+        except CgroupError as exc:
+            raise StartupError(f"cgroups: {exc}") from exc
+    kubelet = LocalKubelet()
+    await stack.enter_async_context(kubelet)
+    await kubelet.discover(socket_dir)
+    watcher = PodWatcher(api, node_name=config.node_name, clock=clock)
+    node = ClusterNode(
+        source=watcher,
+        driver=driver,
+        kubelet=kubelet,
+        clock=clock,
+        admit=orm,
+        cgroup_root=config.cgroup_root,
+        heartbeat=heartbeat,
+    )
+    log.info(
+        "following the pods of node %s (%s)",
+        config.node_name,
+        "admitting them: orm" if orm else "enforcing the kubelet's admissions: qrm",
+    )
+    return watcher, node
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``katalyst-agent`` console script."""
     try:
@@ -226,12 +358,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     configure_logging(str(config.log_format))
-    if config.mode is Mode.ORM and config.standalone is None:
-        print(
-            f"{PROG}: error: --mode orm is not available yet (use qrm or --standalone)",
-            file=sys.stderr,
-        )
-        return 2
     try:
         asyncio.run(_main(config))
     except StartupError as exc:

@@ -1,15 +1,19 @@
 """``/metrics`` and ``/healthz`` on ``--metrics-addr``.
 
-Metrics come from a custom collector that reads the policies and servers at
-scrape time (nothing goes stale when pods come and go), registered on a registry
-passed in, never the global one. ``/healthz`` answers 200 while every plugin
-server serves and every loop has beaten recently, 503 with the reasons otherwise.
+Metrics come from custom collectors registered on a registry passed in, never
+the global one. Pools and plugin servers are read from the live objects at
+scrape time; per-container and node series are served from the latest snapshot
+of the :class:`agent.metaserver.metrics.MetricsLoop` (collected once per period
+and shared with the control loops, so a scrape never reads cgroup files), with
+``katalyst_metrics_snapshot_age_seconds`` to alert on a loop that stopped
+producing. ``/healthz`` answers 200 while every plugin server serves and every
+loop has beaten recently, 503 with the reasons otherwise.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -17,10 +21,25 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from agent.metaserver.metrics import MetricsCollector
+from agent.metaserver.metrics import (
+    PRESSURE_RESOURCES,
+    ContainerRef,
+    MetricsLoop,
+    MetricsSnapshot,
+    NodeMetrics,
+)
 from agent.qrm.cpu import CPUPolicy
 from agent.qrm.server import PluginServer
 from katalyst.clock import Clock
+
+__all__ = [
+    "AgentCollector",
+    "ContainerCollector",
+    "ContainerRef",  # moved to agent.metaserver.metrics; kept importable from here
+    "Heartbeat",
+    "build_app",
+    "start_http",
+]
 
 log = logging.getLogger(__name__)
 
@@ -38,61 +57,108 @@ class Heartbeat:
         self.last = now
 
 
-@dataclass(frozen=True, slots=True)
-class ContainerRef:
-    """A container the node runs, for per-container series."""
-
-    namespace: str
-    pod: str
-    container: str
-    qos_level: str
-    cgroup: str
-
-
 class ContainerCollector(Collector):
-    """Per-container counters, read from the cgroups at scrape time.
+    """Per-container counters and node gauges, from the metrics loop's latest snapshot.
 
-    Counters are cumulative (Prometheus takes the rates); a container whose
-    cgroup vanished between the listing and the read is left out of that scrape.
+    Counters are cumulative (Prometheus takes the rates). A container is in a
+    scrape when it was in the latest pass: one whose cgroup vanished drops out
+    with the next pass, at most one period later. Before the first pass only the
+    snapshot's age is served.
     """
 
-    def __init__(
-        self, *, containers: Callable[[], Iterable[ContainerRef]], metrics: MetricsCollector
-    ) -> None:
-        self._containers = containers
-        self._metrics = metrics
+    def __init__(self, *, loop: MetricsLoop) -> None:
+        self._loop = loop
 
     def collect(self) -> Iterable[Metric]:
-        labels = ["namespace", "pod", "container", "qos_level"]
-        cpu = CounterMetricFamily(
-            "katalyst_container_cpu_usage_seconds", "CPU time used by the container", labels=labels
+        age = GaugeMetricFamily(
+            "katalyst_metrics_snapshot_age_seconds",
+            "Seconds since the metrics loop's latest pass started "
+            "(since the loop was made while there is none)",
         )
-        throttled = CounterMetricFamily(
-            "katalyst_container_cpu_throttled_periods",
-            "CFS periods in which the container was throttled",
-            labels=labels,
-        )
-        delay = CounterMetricFamily(
-            "katalyst_container_run_delay_seconds",
-            "Time the container's tasks waited for a CPU (schedstat)",
-            labels=labels,
-        )
-        memory = GaugeMetricFamily(
-            "katalyst_container_memory_usage_bytes",
-            "Memory charged to the container",
-            labels=labels,
-        )
-        refs = {f"{r.namespace}/{r.pod}/{r.container}": r for r in self._containers()}
-        readings = self._metrics.collect({key: ref.cgroup for key, ref in refs.items()})
-        for key, reading in sorted(readings.items()):
-            ref = refs[key]
-            values = [ref.namespace, ref.pod, ref.container, ref.qos_level]
-            counters = reading.counters
-            cpu.add_metric(values, counters.cpu_usage_ns / 1e9)
-            throttled.add_metric(values, counters.nr_throttled)
-            delay.add_metric(values, counters.run_delay_ns / 1e9)
-            memory.add_metric(values, counters.memory_usage)
-        yield from (cpu, throttled, delay, memory)
+        age.add_metric([], self._loop.age())
+        yield age
+        snapshot = self._loop.snapshot
+        if snapshot is None:
+            return
+        yield from _container_families(snapshot)
+        yield from _node_families(snapshot.node)
+
+
+_CONTAINER_LABELS = ["namespace", "pod", "container", "qos_level"]
+
+
+def _container_families(snapshot: MetricsSnapshot) -> Iterable[Metric]:
+    cpu = CounterMetricFamily(
+        "katalyst_container_cpu_usage_seconds",
+        "CPU time used by the container",
+        labels=_CONTAINER_LABELS,
+    )
+    throttled = CounterMetricFamily(
+        "katalyst_container_cpu_throttled_periods",
+        "CFS periods in which the container was throttled",
+        labels=_CONTAINER_LABELS,
+    )
+    delay = CounterMetricFamily(
+        "katalyst_container_run_delay_seconds",
+        "Time the container's tasks waited for a CPU (schedstat)",
+        labels=_CONTAINER_LABELS,
+    )
+    memory = GaugeMetricFamily(
+        "katalyst_container_memory_usage_bytes",
+        "Memory charged to the container",
+        labels=_CONTAINER_LABELS,
+    )
+    for _key, (ref, reading) in sorted(snapshot.containers.items()):
+        values = [ref.namespace, ref.pod, ref.container, ref.qos_level]
+        counters = reading.counters
+        cpu.add_metric(values, counters.cpu_usage_ns / 1e9)
+        throttled.add_metric(values, counters.nr_throttled)
+        delay.add_metric(values, counters.run_delay_ns / 1e9)
+        memory.add_metric(values, counters.memory_usage)
+    return (cpu, throttled, delay, memory)
+
+
+def _node_families(node: NodeMetrics) -> Iterable[Metric]:
+    gauges = [
+        ("katalyst_node_cpus", "Online CPUs (/proc/stat)", node.cpus),
+        (
+            "katalyst_node_cpu_usage_cores",
+            "CPUs busy on average over the last metrics period (/proc/stat)",
+            node.cpu_usage_cores,
+        ),
+        ("katalyst_node_memory_total_bytes", "MemTotal of /proc/meminfo", node.memory_total_bytes),
+        (
+            "katalyst_node_memory_available_bytes",
+            "MemAvailable of /proc/meminfo",
+            node.memory_available_bytes,
+        ),
+    ]
+    for name, documentation, value in gauges:
+        if value is not None:  # absent rather than a made-up 0 when the kernel has none
+            yield GaugeMetricFamily(name, documentation, value=value)
+    avg10 = GaugeMetricFamily(
+        "katalyst_node_pressure_avg10_ratio",
+        "Share of the last 10 s in which some (or all) non-idle tasks stalled on the "
+        "resource (/proc/pressure)",
+        labels=["resource", "kind"],
+    )
+    stalled = CounterMetricFamily(
+        "katalyst_node_pressure_stalled_seconds",
+        "Time in which some (or all) non-idle tasks stalled on the resource (/proc/pressure)",
+        labels=["resource", "kind"],
+    )
+    for resource in PRESSURE_RESOURCES:
+        pressure = node.pressure(resource)
+        if pressure is None:
+            continue
+        lines = [("some", pressure.some), ("full", pressure.full)]
+        for kind, line in lines:
+            if line is not None:
+                # PSI prints percentages and microseconds; Prometheus wants ratios and seconds.
+                avg10.add_metric([resource, kind], line.avg10 / 100)
+                stalled.add_metric([resource, kind], line.total_us / 1e6)
+    yield avg10
+    yield stalled
 
 
 class AgentCollector(Collector):

@@ -53,10 +53,12 @@ from typing import TYPE_CHECKING, Final, Literal, TypedDict, TypeVar
 import grpc
 import grpc.aio
 
+from agent.qrm.types import AllocationInfo
 from katalyst.api.pluginregistration import api_pb2 as reg_pb2
 from katalyst.api.pluginregistration import api_pb2_grpc as reg_grpc
 from katalyst.api.resourceplugin.v1alpha1 import api_pb2 as rp_pb2
 from katalyst.api.resourceplugin.v1alpha1 import api_pb2_grpc as rp_grpc
+from katalyst.qos import PodView, Quantity
 
 if TYPE_CHECKING:
     from katalyst.api.pluginregistration.api_pb2_grpc import RegistrationAsyncStub
@@ -80,7 +82,9 @@ __all__ = [
     "TopologyAffinityError",
     "TopologyPolicy",
     "allocation_dict",
+    "allocation_info",
     "merge_hints",
+    "pod_for",
 ]
 
 TopologyPolicy = Literal["best-effort", "restricted"]
@@ -245,6 +249,43 @@ def allocation_dict(info: rp_pb2.ResourceAllocationInfo) -> AllocationDict:
             HintDict(nodes=list(h.nodes), preferred=h.preferred) for h in info.resource_hints.hints
         ],
         topology_assignments=dict(info.topology_assignments),
+    )
+
+
+def allocation_info(allocation: AllocationDict | None) -> AllocationInfo | None:
+    """The parts of an allocation that say what to enforce, as the policies' type."""
+    if allocation is None:
+        return None
+    return AllocationInfo(
+        oci_property_name=allocation["oci_property_name"],
+        allocation_result=allocation["allocation_result"],
+        annotations=allocation["annotations"],
+    )
+
+
+def _quantities(requests: Mapping[str, Quantity]) -> dict[str, float]:
+    """Requests as the kubelet sends them: cores, bytes, milli-units as plain numbers."""
+    return {name: float(quantity.amount) for name, quantity in requests.items()}
+
+
+def pod_for(view: PodView) -> Pod:
+    """The pod as the kubelet describes it in QRM requests: init containers first."""
+    containers = [
+        Container(name=c.name, requests=_quantities(c.requests), type=rp_pb2.INIT, index=i)
+        for i, c in enumerate(view.init_containers)
+    ]
+    containers.extend(
+        Container(name=c.name, requests=_quantities(c.requests), type=rp_pb2.MAIN, index=i)
+        for i, c in enumerate(view.containers)
+    )
+    return Pod(
+        uid=view.uid,
+        name=view.name,
+        namespace=view.namespace,
+        containers=tuple(containers),
+        annotations=dict(view.annotations),
+        labels=dict(view.labels),
+        native_qos_class=str(view.qos_class),
     )
 
 

@@ -30,15 +30,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.enforcement.applier import RECLAIMED_SHARES, Applier, target_for
-from agent.observability import ContainerRef, Heartbeat
-from agent.qrm.types import AllocationInfo
+from agent.metaserver.metrics import ContainerRef
+from agent.observability import Heartbeat
 from agent.standalone.kubelet import (
     AllocationDict,
-    Container,
     LocalKubelet,
     PluginCallError,
-    Pod,
     TopologyAffinityError,
+    allocation_info,
+    pod_for,
 )
 from agent.standalone.manifests import LocalPod, load_folder
 from agent.standalone.runtime import (
@@ -47,10 +47,9 @@ from agent.standalone.runtime import (
     spawn_in_cgroup,
     stop_processes,
 )
-from katalyst.api.resourceplugin.v1alpha1 import api_pb2 as rp_pb2
 from katalyst.cgroup import CgroupDriver, CgroupError
 from katalyst.clock import Clock
-from katalyst.qos import QoSLevel, Quantity
+from katalyst.qos import QoSLevel
 
 log = logging.getLogger(__name__)
 
@@ -92,37 +91,6 @@ class PodState:
         return f"pod{self.pod.view.uid}"
 
 
-def _quantities(requests: Mapping[str, Quantity]) -> dict[str, float]:
-    """Requests as the kubelet sends them: cores, bytes, milli-units as plain numbers."""
-    return {name: float(quantity.amount) for name, quantity in requests.items()}
-
-
-def kubelet_pod(pod: LocalPod) -> Pod:
-    """The pod as the kubelet describes it in QRM requests."""
-    containers: list[Container] = []
-    for index, view in enumerate(pod.view.init_containers):
-        containers.append(
-            Container(
-                name=view.name, requests=_quantities(view.requests), type=rp_pb2.INIT, index=index
-            )
-        )
-    for index, view in enumerate(pod.view.containers):
-        containers.append(
-            Container(
-                name=view.name, requests=_quantities(view.requests), type=rp_pb2.MAIN, index=index
-            )
-        )
-    return Pod(
-        uid=pod.view.uid,
-        name=pod.view.name,
-        namespace=pod.view.namespace,
-        containers=tuple(containers),
-        annotations=dict(pod.view.annotations),
-        labels=dict(pod.view.labels),
-        native_qos_class=str(pod.view.qos_class),
-    )
-
-
 def pod_cpu_shares(pod: LocalPod) -> int:
     """The pod cgroup's ``cpu.shares``, as the kubelet sets it.
 
@@ -138,16 +106,6 @@ def pod_cpu_shares(pod: LocalPod) -> int:
         if "cpu" in c.requests
     )
     return max(2, min(262144, milli * 1024 // 1000))
-
-
-def _info(allocation: AllocationDict | None) -> AllocationInfo | None:
-    if allocation is None:
-        return None
-    return AllocationInfo(
-        oci_property_name=allocation["oci_property_name"],
-        allocation_result=allocation["allocation_result"],
-        annotations=allocation["annotations"],
-    )
 
 
 class LocalNode:
@@ -293,7 +251,7 @@ class LocalNode:
         state = PodState(pod=pod)
         self._pods[pod.key] = state
         try:
-            admitted = await self._kubelet.admit(kubelet_pod(pod))
+            admitted = await self._kubelet.admit(pod_for(pod.view))
         except (PluginCallError, TopologyAffinityError) as exc:
             details = exc.details if isinstance(exc, PluginCallError) else str(exc)
             state.phase, state.message = "Failed", f"admission refused: {details}"
@@ -331,8 +289,8 @@ class LocalNode:
             target = target_for(
                 cgroup=f"{state.cgroup}/{container}",
                 level=state.pod.view.level,
-                cpu=_info(allocation.get("cpu")),
-                memory=_info(allocation.get("memory")),
+                cpu=allocation_info(allocation.get("cpu")),
+                memory=allocation_info(allocation.get("memory")),
             )
         except ValueError as exc:
             log.warning(

@@ -122,19 +122,30 @@ async def test_a_shared_and_a_reclaimed_pod_run_in_their_cgroups(
         assert psutil.Process(burn_pid).is_running()
         with open(f"/proc/{burn_pid}/oom_score_adj", encoding="ascii") as f:
             assert f.read().strip() == "333"
-        # Per-container series on /metrics, read from the cgroups at scrape time.
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(f"http://{http.result()}/metrics") as response,
-        ):
-            metrics = await response.text()
-        burn_cpu = next(
-            line
-            for line in metrics.splitlines()
-            if line.startswith("katalyst_container_cpu_usage_seconds_total{")
-            and 'container="burn"' in line
-        )
+        # Per-container series on /metrics, from the metrics loop's snapshot: a
+        # container shows up within one period (1 s) of starting.
+        burn_cpu = None
+        for _ in range(50):
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(f"http://{http.result()}/metrics") as response,
+            ):
+                metrics = await response.text()
+            burn_cpu = next(
+                (
+                    line
+                    for line in metrics.splitlines()
+                    if line.startswith("katalyst_container_cpu_usage_seconds_total{")
+                    and 'container="burn"' in line
+                ),
+                None,
+            )
+            if burn_cpu is not None and float(burn_cpu.rsplit(" ", 1)[1]) > 0:
+                break
+            await asyncio.sleep(0.1)
+        assert burn_cpu is not None, "no series for the burn container after 5 s"
         assert float(burn_cpu.rsplit(" ", 1)[1]) > 0
+        assert "katalyst_metrics_snapshot_age_seconds" in metrics
         assert 'katalyst_container_memory_usage_bytes{container="server"' in metrics
         # Removing a manifest stops that pod and removes its cgroup.
         (folder / "batch.yaml").unlink()

@@ -1,0 +1,397 @@
+"""The node of a cluster: the kubelet's pods, enforced in the kubelet's cgroups.
+
+With a vanilla kubelet (``--mode orm``, the out-of-band resource manager) nobody
+calls the plugins, so this loop plays the kubelet's resource-manager part for the
+pods the API server binds to this node: a pod that appears is admitted through
+the plugin sockets with the kubelet's calls (``GetTopologyHints``, ``Allocate``,
+via :class:`agent.standalone.kubelet.LocalKubelet`); a pod that is deleted or
+terminates (``Succeeded``/``Failed``) is released (``RemovePod``). The kubelet
+has already admitted the pod and will run it whatever the plugins answer, so a
+refusal (no exclusive CPUs left, a malformed QoS annotation) is logged and
+counted, the pod keeps the placement the kubelet gave it, and admission is tried
+again after ``retry_period``.
+
+In both modes (with the patched kubelet, ``--mode qrm``, the kubelet admits and
+this loop only enforces) the allocations are written into the containers' cgroups
+under the kubelet's cgroup root, whose layout (``cgroupfs`` or ``systemd``
+driver) is detected from the hierarchy: on every pod change for that pod, and
+every ``reconcile_period`` for all of them after ``GetResourcesAllocation``, which
+is how pool resizes reach running containers. Every write is read-compare-write.
+
+The pod source is level-triggered: each pass compares the source's current pods
+with what this loop holds, so a missed or repeated watch event, or a re-list after
+410 Gone, cannot leave an allocation behind. At start, once the source has synced,
+allocations the plugins hold for pods that no longer exist (deleted while the
+agent was down) are released.
+
+A known gap of the out-of-band mode: a container runs with the kubelet's cpuset
+from its start until the kubelet reports its container ID and this loop writes
+the cgroup (one watch round trip); Katalyst closes it with a runtime hook (NRI).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from agent.enforcement.applier import Applier, target_for
+from agent.metaserver.kubelet_cgroups import (
+    CgroupNameError,
+    KubeletCgroupDriver,
+    container_cgroup,
+    detect_kubelet_driver,
+)
+from agent.metaserver.metrics import ContainerRef
+from agent.observability import Heartbeat
+from agent.standalone.kubelet import (
+    AllocationDict,
+    LocalKubelet,
+    PluginCallError,
+    TopologyAffinityError,
+    allocation_info,
+    pod_for,
+)
+from katalyst.cgroup import CgroupDriver, CgroupError
+from katalyst.clock import Clock
+from katalyst.qos import PodView, QoSValidationError
+
+log = logging.getLogger(__name__)
+
+TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
+
+
+class PodSource(Protocol):
+    """Where the node's pods come from (:class:`agent.metaserver.apiserver.PodWatcher`)."""
+
+    @property
+    def pods(self) -> Mapping[str, Mapping[str, Any]]:
+        """UID -> the pod's wire JSON."""
+
+    @property
+    def synced(self) -> asyncio.Event:
+        """Set once ``pods`` holds a complete list."""
+
+    @property
+    def changed(self) -> asyncio.Event:
+        """Set when ``pods`` changed; cleared by the reader."""
+
+
+@dataclass
+class ClusterPod:
+    """What this loop knows of one pod."""
+
+    raw: Mapping[str, Any]
+    view: PodView | None = None
+    problem: str = ""
+    """Why the pod is not (yet) enforced: a QoS model error or a refused admission."""
+    admitted: bool = False
+    retry_at: float = 0.0
+    allocations: dict[str, dict[str, AllocationDict]] = field(default_factory=dict)
+    """container -> resource name -> allocation."""
+    containers: dict[str, str] = field(default_factory=dict)
+    """container name -> its running container's ID (``containerd://...``)."""
+
+    @property
+    def key(self) -> str:
+        """``namespace/name``."""
+        meta = self.raw.get("metadata") or {}
+        return f"{meta.get('namespace', 'default')}/{meta.get('name', '?')}"
+
+
+def _phase(raw: Mapping[str, Any]) -> str:
+    status = raw.get("status")
+    phase = status.get("phase") if isinstance(status, Mapping) else None
+    return phase if isinstance(phase, str) else "Pending"
+
+
+def running_containers(raw: Mapping[str, Any]) -> dict[str, str]:
+    """Container name -> ID of every container (init ones too) the kubelet reports running."""
+    status = raw.get("status")
+    if not isinstance(status, Mapping):
+        return {}
+    out: dict[str, str] = {}
+    for key in ("initContainerStatuses", "containerStatuses"):
+        statuses = status.get(key)
+        if not isinstance(statuses, list):
+            continue
+        for entry in statuses:
+            if not isinstance(entry, Mapping):
+                continue
+            name, cid, state = entry.get("name"), entry.get("containerID"), entry.get("state")
+            if (
+                isinstance(name, str)
+                and isinstance(cid, str)
+                and cid
+                and isinstance(state, Mapping)
+                and "running" in state
+            ):
+                out[name] = cid
+    return out
+
+
+class ClusterNode:
+    """Enforces the plugins' allocations on the kubelet's pods; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        source: PodSource,
+        driver: CgroupDriver,
+        kubelet: LocalKubelet,
+        clock: Clock,
+        admit: bool,
+        cgroup_root: str = "kubepods",
+        sync_period: float = 1.0,
+        reconcile_period: float = 5.0,
+        retry_period: float = 30.0,
+        heartbeat: Heartbeat | None = None,
+    ) -> None:
+        self._source = source
+        self._driver = driver
+        self._kubelet = kubelet
+        self._applier = Applier(driver)
+        self._clock = clock
+        self._admit_pods = admit
+        self._root = cgroup_root
+        self._sync_period = sync_period
+        self._reconcile_period = reconcile_period
+        self._retry_period = retry_period
+        self._heartbeat = heartbeat
+        self._pods: dict[str, ClusterPod] = {}
+        self._layout: KubeletCgroupDriver | None = None
+        self._warned_layout = False
+        self._last_reconcile = float("-inf")
+        self._pools_changed = False
+        self._wake = asyncio.Event()
+        self.refusals = 0
+        """Admissions refused so far (a pod running as the kubelet placed it)."""
+
+    @property
+    def pods(self) -> Mapping[str, ClusterPod]:
+        """Pods by UID."""
+        return self._pods
+
+    @property
+    def driver(self) -> CgroupDriver:
+        """The cgroup driver (its base is each hierarchy's root)."""
+        return self._driver
+
+    @property
+    def layout(self) -> KubeletCgroupDriver | None:
+        """The kubelet's cgroup driver, once detected."""
+        return self._layout
+
+    def containers(self) -> list[ContainerRef]:
+        """The running containers, for per-container metrics."""
+        out: list[ContainerRef] = []
+        for uid, pod in list(self._pods.items()):
+            if pod.view is None:
+                continue
+            for name, cid in pod.containers.items():
+                cgroup = self._cgroup_of(uid, pod.view, cid)
+                if cgroup is not None:
+                    out.append(
+                        ContainerRef(
+                            namespace=pod.view.namespace,
+                            pod=pod.view.name,
+                            container=name,
+                            qos_level=str(pod.view.level),
+                            cgroup=cgroup,
+                        )
+                    )
+        return out
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Follow the pod source until ``stop`` is set."""
+        await _until(self._source.synced.wait(), stop)
+        if stop.is_set():
+            return
+        if self._admit_pods:
+            await self._guarded("release unknown allocations", self.release_unknown())
+        while not stop.is_set():
+            self._source.changed.clear()
+            self._wake.clear()
+            await self._guarded("sync", self.sync())
+            if self._heartbeat is not None:
+                self._heartbeat.beat(self._clock.monotonic())
+            await _until(
+                self._source.changed.wait(),
+                self._wake.wait(),
+                stop,
+                timeout=self._clock.sleep(self._sync_period),
+            )
+
+    def allocations_changed(self) -> None:
+        """The plugins changed an allocation (the kubelet admitted or removed a pod):
+        bring every container in step on the next pass, without waiting a period."""
+        self._pools_changed = True
+        self._wake.set()
+
+    async def _guarded(self, what: str, step: Awaitable[None]) -> None:
+        try:
+            await step
+        except (PluginCallError, CgroupError, OSError) as exc:
+            log.warning("%s failed, retrying on the next pass: %s", what, exc)
+
+    async def release_unknown(self) -> None:
+        """Release what the plugins hold for pods that no longer exist."""
+        live = set(self._source.pods)
+        held: set[str] = set()
+        for pods in (await self._kubelet.reconcile()).values():
+            held.update(pods)
+        for uid in sorted(held - live):
+            log.info("releasing the allocation of pod %s, which no longer exists", uid)
+            await self._kubelet.remove(uid)
+
+    async def sync(self) -> None:
+        """One pass: follow the source, admit and release, enforce what changed."""
+        if self._layout is None:
+            self._layout = detect_kubelet_driver(self._driver, root=self._root)
+            if self._layout is not None:
+                log.info("kubelet cgroup driver: %s (root %s)", self._layout, self._root)
+            elif not self._warned_layout and any(
+                map(running_containers, self._source.pods.values())
+            ):
+                self._warned_layout = True
+                log.warning(
+                    "containers run but neither %s nor %s.slice exists in the cgroup "
+                    "hierarchies: is --cgroup-root the kubelet's? Nothing is enforced until "
+                    "it appears",
+                    self._root,
+                    self._root,
+                )
+        now = self._clock.monotonic()
+        live = {
+            uid: raw for uid, raw in self._source.pods.items() if _phase(raw) not in TERMINAL_PHASES
+        }
+        for uid in [u for u in self._pods if u not in live]:
+            gone = self._pods.pop(uid)
+            log.info("pod %s is gone or finished; releasing it", gone.key)
+            if self._admit_pods and gone.admitted:
+                await self._guarded(f"release of pod {gone.key}", self._kubelet.remove(uid))
+                self._pools_changed = True
+        for uid, raw in live.items():
+            pod = self._pods.get(uid)
+            if pod is None:
+                pod = self._pods[uid] = ClusterPod(raw=raw)
+                self._parse(pod)
+            elif pod.raw is not raw:
+                pod.raw = raw
+            if pod.view is None:
+                continue
+            if self._admit_pods and not pod.admitted and now >= pod.retry_at:
+                await self._admit(uid, pod, now)
+            containers = running_containers(raw)
+            if containers != pod.containers:
+                pod.containers = containers
+                self._enforce(uid, pod)
+        # An admission or a release resizes the pools: the other containers are
+        # brought in step in the same pass, not a reconcile period later.
+        if self._pools_changed or now - self._last_reconcile >= self._reconcile_period:
+            self._last_reconcile, self._pools_changed = now, False
+            await self._guarded("reconcile", self.reconcile())
+
+    def _parse(self, pod: ClusterPod) -> None:
+        try:
+            pod.view = PodView.from_dict(pod.raw)
+        except QoSValidationError as exc:
+            # Spec and annotations are immutable for a pod's life: one warning.
+            pod.problem = f"not managed: {exc}"
+            log.warning("pod %s %s", pod.key, pod.problem)
+
+    async def _admit(self, uid: str, pod: ClusterPod, now: float) -> None:
+        assert pod.view is not None
+        try:
+            admitted = await self._kubelet.admit(pod_for(pod.view))
+        except (PluginCallError, TopologyAffinityError) as exc:
+            details = exc.details if isinstance(exc, PluginCallError) else str(exc)
+            first = not pod.problem
+            pod.problem = f"admission refused: {details}"
+            pod.retry_at = now + self._retry_period
+            self.refusals += 1
+            (log.warning if first else log.debug)(
+                "pod %s %s; it keeps the kubelet's placement, retrying in %.0f s",
+                pod.key,
+                pod.problem,
+                self._retry_period,
+            )
+            # Release what the containers admitted before the refusal hold.
+            await self._guarded(f"release of pod {pod.key}", self._kubelet.remove(uid))
+            return
+        pod.admitted, pod.problem = True, ""
+        for name, admission in admitted.items():
+            flat: dict[str, AllocationDict] = {}
+            for resources in admission.allocations.values():
+                flat.update(resources)
+            pod.allocations[name] = flat
+        log.info("pod %s admitted (%s)", pod.key, pod.view.level)
+        self._pools_changed = True
+        self._enforce(uid, pod)
+
+    async def reconcile(self) -> None:
+        """Fetch every allocation again and enforce what changed (pool resizes)."""
+        reconciled = await self._kubelet.reconcile()
+        for uid, pod in self._pods.items():
+            per_container: dict[str, dict[str, AllocationDict]] = {}
+            for pods in reconciled.values():
+                for name, resources in pods.get(uid, {}).items():
+                    per_container.setdefault(name, {}).update(resources)
+            if per_container:
+                # With the patched kubelet the plugins' answer is the only record.
+                pod.allocations = per_container
+                pod.admitted = True
+            self._enforce(uid, pod)
+
+    def _cgroup_of(self, uid: str, view: PodView, container_id: str) -> str | None:
+        if self._layout is None:
+            return None
+        try:
+            return container_cgroup(
+                self._layout,
+                qos=view.qos_class,
+                pod_uid=uid,
+                container_id=container_id,
+                root=self._root,
+            )
+        except CgroupNameError as exc:
+            log.debug("pod %s/%s: %s", view.namespace, view.name, exc)
+            return None
+
+    def _enforce(self, uid: str, pod: ClusterPod) -> None:
+        if pod.view is None or not pod.allocations:
+            return
+        for name, cid in pod.containers.items():
+            cgroup = self._cgroup_of(uid, pod.view, cid)
+            allocation = pod.allocations.get(name)
+            if cgroup is None or allocation is None:
+                continue
+            try:
+                target = target_for(
+                    cgroup=cgroup,
+                    level=pod.view.level,
+                    cpu=allocation_info(allocation.get("cpu")),
+                    memory=allocation_info(allocation.get("memory")),
+                )
+                self._applier.apply(target)
+            except (CgroupError, ValueError) as exc:
+                log.warning("pod %s container %s: %s", pod.key, name, exc)
+
+
+async def _until(
+    *events: Awaitable[object] | asyncio.Event, timeout: Awaitable[None] | None = None
+) -> None:
+    """Wait until the first of ``events`` (awaitables, or events to be set) or ``timeout``
+    (an awaitable) completes; the others are cancelled."""
+    waiters = {
+        asyncio.ensure_future(e.wait() if isinstance(e, asyncio.Event) else e) for e in events
+    }
+    if timeout is not None:
+        waiters.add(asyncio.ensure_future(timeout))
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

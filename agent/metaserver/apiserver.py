@@ -1,0 +1,322 @@
+"""The node's pods as the API server knows them: list, then watch (ORM mode's pod source).
+
+This is the only module of the agent that imports the ``kubernetes`` client; an
+import-linter contract keeps it that way, so that the agent's API-server traffic
+has one place to be read, rate-limited and tested.
+
+:class:`PodWatcher` keeps ``pods`` (UID -> the pod's wire JSON) in step with the
+API server for the pods bound to this node: one list with the field selector
+``spec.nodeName=<node>``, then a watch from the list's ``resourceVersion``; a watch
+that ends (server timeout, dropped connection) resumes from the last version
+seen, and one the server answers with 410 Gone (that version left its watch
+cache) lists again. Failures back off exponentially with jitter, capped, so
+that thousands of agents do not hammer a recovering API server in step.
+
+The loop is written here on the client's raw calls rather than with
+``kubernetes.aio.watch.Watch`` or ``kubernetes.informer.SharedInformer``: the
+former turns every event into a pydantic model we would throw away (the QoS
+model reads the wire JSON), and resumes once after a 410 and then raises; the
+latter runs in a thread, reconnects a failing watch without back-off and keeps
+models, not JSON. The client still does all HTTP, TLS and authentication.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+from kubernetes.aio import client as k8s_client
+from kubernetes.aio import config as k8s_config
+
+from katalyst.clock import Clock
+
+log = logging.getLogger(__name__)
+
+RawPod = Mapping[str, Any]
+"""A pod as the API server sends it (decoded JSON, camelCase keys)."""
+
+#: A watch line longer than this is a broken stream, not a pod (etcd's own limit is 1.5 MiB).
+MAX_EVENT_BYTES = 16 * 1024 * 1024
+HTTP_GONE = 410
+
+
+class ApiServerError(Exception):
+    """The API server cannot be reached or configured; the message says why."""
+
+
+class _Expired(Exception):
+    """The watch's resourceVersion left the server's watch cache (410 Gone): list again."""
+
+
+@dataclass(frozen=True, slots=True)
+class WatchSettings:
+    """How the pod list-watch behaves."""
+
+    watch_timeout_s: int = 300
+    """Server-side timeout of one watch request, seconds (the client-go default range)."""
+    backoff_initial_s: float = 0.5
+    """First retry delay after a failure, seconds; doubled on each failure in a row."""
+    backoff_max_s: float = 30.0
+    """Cap of the retry delay, seconds."""
+    request_timeout_s: float = 30.0
+    """Connect and read timeout of a list request, seconds."""
+
+
+async def connect(kubeconfig: Path | None) -> k8s_client.ApiClient:
+    """An API client from ``kubeconfig``, or from the pod's service account when None.
+
+    A fresh ``Configuration`` is built, never the client's global default, so that
+    nothing else in the process is affected.
+    """
+    configuration = k8s_client.Configuration()
+    try:
+        if kubeconfig is not None:
+            await k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=str(kubeconfig), client_configuration=configuration
+            )
+        else:
+            k8s_config.load_incluster_config(  # type: ignore[no-untyped-call]
+                client_configuration=configuration
+            )
+    except (
+        k8s_config.ConfigException,
+        OSError,
+        ValueError,
+        TypeError,
+        KeyError,
+        yaml.YAMLError,
+    ) as exc:
+        where = f"kubeconfig {kubeconfig}" if kubeconfig else "in-cluster service account"
+        raise ApiServerError(f"{where}: {exc}") from exc
+    return k8s_client.ApiClient(configuration)
+
+
+def _uid(pod: RawPod) -> str | None:
+    meta = pod.get("metadata")
+    uid = meta.get("uid") if isinstance(meta, Mapping) else None
+    return uid if isinstance(uid, str) and uid else None
+
+
+def _node_of(pod: RawPod) -> str | None:
+    spec = pod.get("spec")
+    node = spec.get("nodeName") if isinstance(spec, Mapping) else None
+    return node if isinstance(node, str) else None
+
+
+class PodWatcher:
+    """This node's pods, kept in step with the API server; see the module docstring."""
+
+    def __init__(
+        self,
+        api: k8s_client.ApiClient,
+        *,
+        node_name: str,
+        clock: Clock,
+        settings: WatchSettings | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._core = k8s_client.CoreV1Api(api)
+        self._node = node_name
+        self._clock = clock
+        self._settings = settings or WatchSettings()
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self._pods: dict[str, RawPod] = {}
+        self._version: str | None = None
+        self.synced = asyncio.Event()
+        """Set once the first list has arrived; ``pods`` is meaningful from then on."""
+        self.changed = asyncio.Event()
+        """Set whenever ``pods`` changes; the consumer clears it before it reads."""
+        self.failures = 0
+        """Failed requests in a row (0 while the watch is healthy)."""
+        self.lists = 0
+        """Lists done so far (the first one, then one after every 410 Gone)."""
+
+    @property
+    def field_selector(self) -> str:
+        """The selector of this node's pods."""
+        return f"spec.nodeName={self._node}"
+
+    @property
+    def pods(self) -> Mapping[str, RawPod]:
+        """UID -> the pod's JSON, for the pods bound to this node."""
+        return self._pods
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """List and watch until ``stop`` is set."""
+        while not stop.is_set():
+            try:
+                if self._version is None:
+                    await self._list()
+                await self._watch(stop)
+            except _Expired as exc:
+                log.info("pod watch expired (%s); listing again", exc)
+                self._version = None
+            except (
+                TimeoutError,
+                ValueError,
+                aiohttp.ClientError,
+                k8s_client.ApiException,
+                ApiServerError,
+                OSError,
+            ) as exc:
+                self.failures += 1
+                delay = self._backoff()
+                log.warning(
+                    "API server: pod %s failed (%s); retrying in %.1f s",
+                    "list" if self._version is None else "watch",
+                    _describe(exc),
+                    delay,
+                )
+                await self._sleep(delay, stop)
+
+    def _backoff(self) -> float:
+        s = self._settings
+        cap = min(s.backoff_max_s, s.backoff_initial_s * 2.0 ** min(self.failures - 1, 30))
+        # "Full jitter" halves the expected delay but spreads a fleet's retries.
+        return cap / 2 + self._rng.uniform(0, cap / 2)
+
+    async def _sleep(self, delay: float, stop: asyncio.Event) -> None:
+        sleeper = asyncio.ensure_future(self._clock.sleep(delay))
+        stopper = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            stopper.cancel()
+
+    async def _list(self) -> None:
+        resp = await self._core.list_pod_for_all_namespaces_without_preload_content(
+            field_selector=self.field_selector, _request_timeout=self._settings.request_timeout_s
+        )
+        try:
+            body = await _json_body(resp)
+        finally:
+            resp.release()
+        items = body.get("items")
+        meta = body.get("metadata")
+        version = meta.get("resourceVersion") if isinstance(meta, Mapping) else None
+        if not isinstance(items, list) or not isinstance(version, str):
+            raise ApiServerError("pod list without items or metadata.resourceVersion")
+        pods: dict[str, RawPod] = {}
+        for item in items:
+            if isinstance(item, Mapping) and (uid := _uid(item)) and _node_of(item) == self._node:
+                pods[uid] = item
+        if pods != self._pods:
+            self._pods = pods
+            self.changed.set()
+        self._version = version
+        self.lists += 1
+        self.failures = 0
+        log.info(
+            "API server: %d pods on node %s (resourceVersion %s)", len(pods), self._node, version
+        )
+        self.synced.set()
+
+    async def _watch(self, stop: asyncio.Event) -> None:
+        s = self._settings
+        # The client takes one total timeout (aiohttp's ClientTimeout(total=...)):
+        # the server ends the watch after timeoutSeconds, so a watch still open well
+        # past it is a dead connection.
+        resp = await self._core.list_pod_for_all_namespaces_without_preload_content(
+            field_selector=self.field_selector,
+            watch=True,
+            allow_watch_bookmarks=True,
+            resource_version=self._version,
+            timeout_seconds=s.watch_timeout_s,
+            _request_timeout=float(s.watch_timeout_s + 30),
+        )
+        stopper = asyncio.ensure_future(stop.wait())
+        try:
+            if resp.status == HTTP_GONE:
+                raise _Expired(f"HTTP {resp.status}")
+            if resp.status != 200:
+                await _json_body(resp)  # raises with the server's Status message
+            self.failures = 0
+            buffer = b""
+            while True:
+                reader = asyncio.ensure_future(resp.content.readany())
+                await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                if not reader.done():
+                    reader.cancel()
+                    return
+                chunk = reader.result()
+                if not chunk:
+                    return  # the server ended the watch (timeoutSeconds): resume
+                buffer += chunk
+                # One event per line; a line is split across chunks at will.
+                *lines, buffer = buffer.split(b"\n")
+                if len(buffer) > MAX_EVENT_BYTES:
+                    raise ApiServerError(f"watch event larger than {MAX_EVENT_BYTES} bytes")
+                for line in lines:
+                    if line.strip():
+                        self._event(line)
+        finally:
+            stopper.cancel()
+            resp.release()
+
+    def _event(self, line: bytes) -> None:
+        try:
+            event = json.loads(line)
+            kind = event["type"]
+            obj = event["object"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ApiServerError(f"malformed watch event: {exc}") from exc
+        if not isinstance(obj, Mapping):
+            raise ApiServerError(f"watch event {kind!r} without an object")
+        if kind == "ERROR":
+            code = obj.get("code")
+            message = f"{obj.get('reason')}: {obj.get('message')}"
+            if code == HTTP_GONE:
+                raise _Expired(message)
+            raise ApiServerError(f"watch error {code} {message}")
+        meta = obj.get("metadata")
+        version = meta.get("resourceVersion") if isinstance(meta, Mapping) else None
+        if kind == "BOOKMARK":
+            if isinstance(version, str):
+                self._version = version
+            return
+        uid = _uid(obj)
+        if uid is None:
+            log.warning("watch event %s for a pod without metadata.uid, ignored", kind)
+            return
+        # The field selector is the API server's; the check here keeps a stray
+        # pod of another node (a proxy that dropped the selector) off this node.
+        if kind == "DELETED" or _node_of(obj) != self._node:
+            if self._pods.pop(uid, None) is not None:
+                self.changed.set()
+        elif kind in ("ADDED", "MODIFIED"):
+            self._pods[uid] = obj
+            self.changed.set()
+        else:
+            log.warning("watch event of unknown type %r, ignored", kind)
+        if isinstance(version, str):
+            self._version = version
+
+
+async def _json_body(resp: aiohttp.ClientResponse) -> Mapping[str, Any]:
+    """The response's JSON object; ApiException with the server's message unless 2xx."""
+    text = await resp.text()
+    try:
+        body = json.loads(text)
+    except ValueError:
+        body = None
+    if not 200 <= resp.status < 300:
+        message = body.get("message") if isinstance(body, Mapping) else text[:200]
+        raise k8s_client.ApiException(status=resp.status, reason=f"{resp.reason}: {message}")
+    if not isinstance(body, Mapping):
+        raise ApiServerError(f"expected a JSON object from the API server, got {text[:80]!r}")
+    return body
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, k8s_client.ApiException):
+        return f"HTTP {exc.status} {exc.reason}"
+    return str(exc) or type(exc).__name__
