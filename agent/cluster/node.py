@@ -18,6 +18,10 @@ driver) is detected from the hierarchy: on every pod change for that pod, and
 every ``reconcile_period`` for all of them after ``GetResourcesAllocation``, which
 is how pool resizes reach running containers. Every write is read-compare-write.
 
+With the patched kubelet, a running pod that a plugin holds nothing for at start
+(its checkpoint was lost, or set aside as corrupt) is admitted by this loop, so
+that the plugins' state is rebuilt from the live pods.
+
 The pod source is level-triggered: each pass compares the source's current pods
 with what this loop holds, so a missed or repeated watch event, or a re-list after
 410 Gone, cannot leave an allocation behind. At start, once the source has synced,
@@ -211,6 +215,8 @@ class ClusterNode:
             return
         if self._admit_pods:
             await self._guarded("release unknown allocations", self.release_unknown())
+        else:
+            await self._guarded("adopt running pods", self.adopt_unheld())
         while not stop.is_set():
             self._source.changed.clear()
             self._wake.clear()
@@ -245,6 +251,34 @@ class ClusterNode:
         for uid in sorted(held - live):
             log.info("releasing the allocation of pod %s, which no longer exists", uid)
             await self._kubelet.remove(uid)
+
+    async def adopt_unheld(self) -> None:
+        """QRM mode: admit the running pods that a plugin holds nothing for.
+
+        The kubelet calls Allocate only for containers it starts; if a plugin's
+        checkpoint was lost or set aside as corrupt, its state is rebuilt here from
+        the live pods (Allocate is idempotent for the plugins that still hold them).
+        A refusal leaves the other plugins' allocations alone: the kubelet admitted
+        the pod.
+        """
+        held = await self._kubelet.reconcile()
+        now = self._clock.monotonic()
+        for uid, raw in list(self._source.pods.items()):
+            missing = sorted(resource for resource, pods in held.items() if uid not in pods)
+            if _phase(raw) != "Running" or not missing:
+                continue
+            pod = ClusterPod(raw=raw)
+            self._parse(pod)
+            if pod.view is None:
+                continue
+            log.warning(
+                "pod %s runs but the %s plugin holds no allocation for it (checkpoint lost "
+                "or corrupt?); rebuilding it from the live pod",
+                pod.key,
+                ", ".join(missing),
+            )
+            await self._admit(uid, pod, now, release_on_refusal=False)
+            self._pods[uid] = pod
 
     async def sync(self) -> None:
         """One pass: follow the source, admit and release, enforce what changed."""
@@ -302,7 +336,9 @@ class ClusterNode:
             pod.problem = f"not managed: {exc}"
             log.warning("pod %s %s", pod.key, pod.problem)
 
-    async def _admit(self, uid: str, pod: ClusterPod, now: float) -> None:
+    async def _admit(
+        self, uid: str, pod: ClusterPod, now: float, *, release_on_refusal: bool = True
+    ) -> None:
         assert pod.view is not None
         try:
             admitted = await self._kubelet.admit(pod_for(pod.view))
@@ -318,8 +354,9 @@ class ClusterNode:
                 pod.problem,
                 self._retry_period,
             )
-            # Release what the containers admitted before the refusal hold.
-            await self._guarded(f"release of pod {pod.key}", self._kubelet.remove(uid))
+            if release_on_refusal:
+                # Release what the containers admitted before the refusal hold.
+                await self._guarded(f"release of pod {pod.key}", self._kubelet.remove(uid))
             return
         pod.admitted, pod.problem = True, ""
         for name, admission in admitted.items():

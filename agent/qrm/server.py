@@ -62,7 +62,7 @@ import re
 import secrets
 import socket
 import stat
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, TypeVar
@@ -293,6 +293,29 @@ def _info_to_wire(info: AllocationInfo) -> rp_pb2.ResourceAllocationInfo:
         annotations=dict(info.annotations),
         resource_hints=_hints_to_wire(info.hints),
         topology_assignments=dict(info.topology_assignments),
+    )
+
+
+def _per_numa(quantities: Mapping[int, float]) -> list[rp_pb2.TopologyAwareQuantity]:
+    return [
+        rp_pb2.TopologyAwareQuantity(
+            resource_value=float(value), node=node, topology_level=rp_pb2.NUMA
+        )
+        for node, value in sorted(quantities.items())
+    ]
+
+
+def _topology_aware(info: AllocationInfo) -> rp_pb2.TopologyAwareResource:
+    """One resource of a container, per NUMA node (the original lists are the same:
+    nothing here is scaled by a dynamic ratio)."""
+    per_node = _per_numa(info.topology_assignments)
+    return rp_pb2.TopologyAwareResource(
+        is_node_resource=info.is_node_resource,
+        is_scalar_resource=info.is_scalar_resource,
+        aggregated_quantity=info.allocated_quantity,
+        original_aggregated_quantity=info.allocated_quantity,
+        topology_aware_quantity_list=per_node,
+        original_topology_aware_quantity_list=per_node,
     )
 
 
@@ -694,6 +717,46 @@ class PluginServer:
             }
         )
 
+    async def _topology_aware_resources(
+        self, request: rp_pb2.GetTopologyAwareResourcesRequest
+    ) -> rp_pb2.GetTopologyAwareResourcesResponse:
+        """The container's allocation per NUMA node. A container the plugin does not
+        hold gets an answer with nothing allocated (the kubelet's pod-resources API
+        asks for every container, and reports that as "nothing topology-aware")."""
+        async with self._lock:
+            allocations = self._policy.allocations()
+        held = allocations.get(PodUID(request.pod_uid), {}).get(request.container_name, {})
+        return rp_pb2.GetTopologyAwareResourcesResponse(
+            pod_uid=request.pod_uid,
+            container_topology_aware_resources=rp_pb2.ContainerTopologyAwareResources(
+                container_name=request.container_name,
+                allocated_resources={
+                    name: _topology_aware(info)
+                    for name, info in held.items()
+                    if info.topology_assignments
+                },
+            ),
+        )
+
+    async def _topology_aware_allocatable(
+        self,
+    ) -> rp_pb2.GetTopologyAwareAllocatableResourcesResponse:
+        async with self._lock:
+            capacities = self._policy.topology_capacity()
+        return rp_pb2.GetTopologyAwareAllocatableResourcesResponse(
+            allocatable_resources={
+                name: rp_pb2.AllocatableTopologyAwareResource(
+                    is_node_resource=True,
+                    is_scalar_resource=capacity.is_scalar_resource,
+                    aggregated_allocatable_quantity=sum(capacity.allocatable.values()),
+                    topology_aware_allocatable_quantity_list=_per_numa(capacity.allocatable),
+                    aggregated_capacity_quantity=sum(capacity.capacity.values()),
+                    topology_aware_capacity_quantity_list=_per_numa(capacity.capacity),
+                )
+                for name, capacity in capacities.items()
+            }
+        )
+
     async def _plugin_options(self) -> rp_pb2.ResourcePluginOptions:
         async with self._lock:
             options = self._policy.options()
@@ -788,21 +851,22 @@ class _ResourcePluginService(rp_grpc.ResourcePluginServicer):
     async def GetTopologyAwareResources(
         self, request: rp_pb2.GetTopologyAwareResourcesRequest, context: _Context
     ) -> rp_pb2.GetTopologyAwareResourcesResponse:
-        # Not derived from the policy yet (the ResourcePolicy protocol has no
-        # topology-aware view): a valid answer with no allocated resources, which
-        # the kubelet's pod-resources API reports as "nothing topology-aware".
-        return rp_pb2.GetTopologyAwareResourcesResponse(
-            pod_uid=request.pod_uid,
-            container_topology_aware_resources=rp_pb2.ContainerTopologyAwareResources(
-                container_name=request.container_name
-            ),
+        return await self._s._guard(
+            context,
+            "GetTopologyAwareResources",
+            f"of pod {request.pod_uid!r} container {request.container_name!r}",
+            self._s._topology_aware_resources(request),
         )
 
     async def GetTopologyAwareAllocatableResources(
         self, request: rp_pb2.GetTopologyAwareAllocatableResourcesRequest, context: _Context
     ) -> rp_pb2.GetTopologyAwareAllocatableResourcesResponse:
-        # Likewise empty for now: the reporter publishes capacity in the CNR.
-        return rp_pb2.GetTopologyAwareAllocatableResourcesResponse()
+        return await self._s._guard(
+            context,
+            "GetTopologyAwareAllocatableResources",
+            "of the node",
+            self._s._topology_aware_allocatable(),
+        )
 
     async def AllocateForPod(
         self, request: rp_pb2.PodResourceRequest, context: _Context

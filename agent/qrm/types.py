@@ -100,6 +100,17 @@ class AllocationInfo:
     """NUMA node -> quantity assigned there."""
 
 
+@dataclass(frozen=True, slots=True)
+class TopologyCapacity:
+    """What a plugin offers per NUMA node (``AllocatableTopologyAwareResource``)."""
+
+    capacity: Mapping[int, float]
+    """NUMA node -> the node's whole quantity (CPUs, bytes)."""
+    allocatable: Mapping[int, float]
+    """NUMA node -> what pods may be given (capacity less what the system keeps)."""
+    is_scalar_resource: bool = True
+
+
 #: resource name -> its allocation, for one container.
 ContainerAllocation = Mapping[str, AllocationInfo]
 #: pod UID -> container name -> resource name -> allocation.
@@ -163,4 +174,9 @@ class ResourcePolicy(Protocol):
 
     def allocations(self) -> NodeAllocations:
         """Every container's current allocation (pools may have changed since Allocate)."""
+        ...
+
+    def topology_capacity(self) -> Mapping[str, TopologyCapacity]:
+        """Resource name -> its capacity and allocatable quantity per NUMA node; an
+        empty mapping for a resource that is not topology-aware."""
         ...

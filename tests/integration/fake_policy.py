@@ -19,6 +19,7 @@ from agent.qrm.types import (
     InvalidRequest,
     NodeAllocations,
     PluginOptions,
+    TopologyCapacity,
     TopologyHint,
 )
 from katalyst.qos import PodUID
@@ -137,4 +138,12 @@ class FakePolicy:
                 for name, (node, quantity, request) in containers.items()
             }
             for uid, containers in self._state.items()
+        }
+
+    def topology_capacity(self) -> Mapping[str, TopologyCapacity]:
+        self._maybe_fail()
+        return {
+            self._resource_name: TopologyCapacity(
+                capacity=dict(self.capacity), allocatable=dict(self.capacity)
+            )
         }

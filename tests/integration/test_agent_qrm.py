@@ -15,6 +15,7 @@ import pytest
 
 from agent.app import run
 from agent.config import AgentConfig
+from katalyst.api.resourceplugin.v1alpha1 import api_pb2 as rp_pb2
 from katalyst.cpuset import CPUSet
 from tests.support.kubelet import Container, KubeletEmulator, PluginCallError, Pod
 from tests.unit.qrm.cpu.machines import write_numa_machine
@@ -110,6 +111,41 @@ async def test_every_level_and_pool_recomputation(sysfs: Path, state_dir: Path) 
         # Removing the dedicated pod gives them back.
         await kubelet.remove("ded-1")
         assert await _cpuset(kubelet, "shared-1") == CPUSet.parse("2-15")
+
+
+async def test_topology_aware_views_per_numa_node(sysfs: Path, state_dir: Path) -> None:
+    async with agent(sysfs, state_dir) as (kubelet, _addr):
+        await kubelet.admit(pod("ded-1", "dedicated_cores", 4, memory=BOUND, mem=2 * GiB))
+        cpu = kubelet.plugin("cpu").stub
+        view = await cpu.GetTopologyAwareResources(
+            rp_pb2.GetTopologyAwareResourcesRequest(pod_uid="ded-1", container_name="app"),
+            timeout=10,
+        )
+        held = view.container_topology_aware_resources.allocated_resources["cpu"]
+        assert held.aggregated_quantity == 4.0
+        per_node = [(q.node, q.resource_value) for q in held.topology_aware_quantity_list]
+        assert len(per_node) == 1 and per_node[0][1] == 4.0  # NUMA-bound: one node
+
+        allocatable = await cpu.GetTopologyAwareAllocatableResources(
+            rp_pb2.GetTopologyAwareAllocatableResourcesRequest(), timeout=10
+        )
+        cpus = allocatable.allocatable_resources["cpu"]
+        assert cpus.aggregated_capacity_quantity == 16.0
+        assert cpus.aggregated_allocatable_quantity == 14.0  # reserved 0-1 left out
+        assert [q.resource_value for q in cpus.topology_aware_allocatable_quantity_list] == [
+            6.0,
+            8.0,
+        ]
+        memory = await kubelet.plugin("memory").stub.GetTopologyAwareAllocatableResources(
+            rp_pb2.GetTopologyAwareAllocatableResourcesRequest(), timeout=10
+        )
+        assert memory.allocatable_resources["memory"].aggregated_capacity_quantity == 16 * GiB
+        bound = await kubelet.plugin("memory").stub.GetTopologyAwareResources(
+            rp_pb2.GetTopologyAwareResourcesRequest(pod_uid="ded-1", container_name="app"),
+            timeout=10,
+        )
+        mem = bound.container_topology_aware_resources.allocated_resources["memory"]
+        assert [q.node for q in mem.topology_aware_quantity_list] == [per_node[0][0]]
 
 
 async def test_refusal_and_bad_annotations_keep_the_agent_serving(

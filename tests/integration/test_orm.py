@@ -21,6 +21,7 @@ from katalyst.cgroup import CgroupDriver, open_driver
 from katalyst.cgroup.fake import FakeCgroupFS
 from katalyst.cpuset import CPUSet
 from tests.support.apiserver import FakeApiServer
+from tests.support.kubelet import Container, KubeletEmulator, Pod
 from tests.unit.qrm.cpu.machines import write_numa_machine
 
 GiB = 1024**3
@@ -115,12 +116,12 @@ async def cluster() -> AsyncIterator[Cluster]:
 
 @asynccontextmanager
 async def orm_agent(
-    cluster: Cluster, sysfs: Path, state_dir: Path, tmp_path: Path
+    cluster: Cluster, sysfs: Path, state_dir: Path, tmp_path: Path, *, mode: Mode = Mode.ORM
 ) -> AsyncIterator[str]:
-    """A running agent in ORM mode; yields its HTTP address."""
+    """A running agent in ORM mode (or QRM with an API server); yields its HTTP address."""
     config = AgentConfig(
         node_name=NODE,
-        mode=Mode.ORM,
+        mode=mode,
         kubeconfig=cluster.api.kubeconfig(tmp_path / "kubeconfig"),
         state_dir=state_dir,
         qrm_socket_dir=state_dir / "plugins",
@@ -243,3 +244,52 @@ def test_orm_without_an_api_server_is_a_start_up_error(
     err = capsys.readouterr().err
     assert "mode orm needs the API server" in err
     assert str(missing) in err
+
+
+async def test_qrm_mode_rebuilds_a_corrupt_checkpoint_from_the_live_pods(
+    cluster: Cluster,
+    sysfs: Path,
+    short_dir: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    uid = "55555555-5555-4555-8555-555555555555"
+    manifest = pod("db", uid, level="dedicated_cores", cpu="4", guaranteed=True)
+    kubelet_pod = Pod(
+        uid=uid,
+        name="db",
+        containers=(Container(name="app", requests={"cpu": 4.0, "memory": float(GiB)}),),
+        annotations={LEVEL: "dedicated_cores"},
+        native_qos_class="Guaranteed",
+    )
+    async with (
+        orm_agent(cluster, sysfs, short_dir, tmp_path, mode=Mode.QRM),
+        KubeletEmulator(numa_nodes=(0, 1)) as kubelet,
+    ):
+        await kubelet.discover(short_dir / "plugins")
+        await kubelet.admit(kubelet_pod)  # the patched kubelet admits
+        cgroup = cluster.start_pod(manifest, "e" * 64, "Guaranteed")
+        # The agent carries the allocation into the kubelet's cgroup.
+        await eventually(lambda: len(cluster.cpus(cgroup)) == 4, "exclusive CPUs")
+
+    checkpoint = short_dir / "checkpoints" / "qrm_cpu_plugin"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:40])  # torn by a crash of the disk
+    async with (
+        orm_agent(cluster, sysfs, short_dir, tmp_path, mode=Mode.QRM),
+        KubeletEmulator(numa_nodes=(0, 1)) as kubelet,
+    ):
+        await kubelet.discover(short_dir / "plugins")
+
+        async def held() -> bool:
+            return uid in (await kubelet.reconcile())["cpu"]
+
+        for _ in range(250):
+            if await held():
+                break
+            await asyncio.sleep(0.02)
+        reconciled = await kubelet.reconcile()
+        assert uid in reconciled["cpu"]
+        cpus = CPUSet.parse(reconciled["cpu"][uid]["app"]["cpu"]["allocation_result"])
+        assert len(cpus) == 4
+        await eventually(lambda: cluster.cpus(cgroup) == cpus, "the rebuilt CPUs in the cgroup")
+    assert "rebuilding it from the live pod" in caplog.text

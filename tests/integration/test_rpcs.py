@@ -35,7 +35,9 @@ async def test_associated_device_rpcs_answer_empty(kubelet: KubeletEmulator) -> 
     )
 
 
-async def test_topology_aware_rpcs_answer_valid_empty_views(kubelet: KubeletEmulator) -> None:
+async def test_topology_aware_resources_of_an_unknown_container_are_a_valid_empty_view(
+    kubelet: KubeletEmulator,
+) -> None:
     stub = kubelet.plugin("cpu").stub
     resources = await stub.GetTopologyAwareResources(
         rp_pb2.GetTopologyAwareResourcesRequest(pod_uid="uid-1", container_name="app"),
@@ -44,10 +46,33 @@ async def test_topology_aware_rpcs_answer_valid_empty_views(kubelet: KubeletEmul
     assert resources.pod_uid == "uid-1"
     assert resources.container_topology_aware_resources.container_name == "app"
     assert dict(resources.container_topology_aware_resources.allocated_resources) == {}
-    allocatable = await stub.GetTopologyAwareAllocatableResources(
+
+
+async def test_topology_aware_allocatable_comes_from_the_policy(
+    kubelet: KubeletEmulator, policy: FakePolicy
+) -> None:
+    policy.capacity = {0: 4.0, 1: 2.0}
+    allocatable = await kubelet.plugin("cpu").stub.GetTopologyAwareAllocatableResources(
         rp_pb2.GetTopologyAwareAllocatableResourcesRequest(), timeout=10
     )
-    assert allocatable == rp_pb2.GetTopologyAwareAllocatableResourcesResponse()
+    cpu = allocatable.allocatable_resources["cpu"]
+    assert cpu.aggregated_capacity_quantity == 6.0
+    assert [(q.node, q.resource_value) for q in cpu.topology_aware_capacity_quantity_list] == [
+        (0, 4.0),
+        (1, 2.0),
+    ]
+    assert all(q.topology_level == rp_pb2.NUMA for q in cpu.topology_aware_capacity_quantity_list)
+
+
+async def test_a_policy_bug_in_a_topology_view_is_an_internal_error(
+    kubelet: KubeletEmulator, policy: FakePolicy
+) -> None:
+    policy.fail_next = RuntimeError("boom")
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await kubelet.plugin("cpu").stub.GetTopologyAwareAllocatableResources(
+            rp_pb2.GetTopologyAwareAllocatableResourcesRequest(), timeout=10
+        )
+    assert err.value.code() is grpc.StatusCode.INTERNAL
 
 
 async def test_pre_start_container_answers_empty(kubelet: KubeletEmulator) -> None:

@@ -95,6 +95,7 @@ from agent.qrm.types import (
     InvalidRequest,
     NodeAllocations,
     PluginOptions,
+    TopologyCapacity,
     TopologyHint,
     valid_container_name,
     valid_pod_uid,
@@ -302,6 +303,18 @@ class CPUPolicy:
         if size == state.reclaim_size:
             return
         self._state = replace(state, reclaim_size=size, generation=state.generation + 1)
+
+    def topology_capacity(self) -> Mapping[str, TopologyCapacity]:
+        """CPUs per NUMA node; allocatable leaves out the reserved CPUs."""
+        return {
+            RESOURCE: TopologyCapacity(
+                capacity={node: float(len(cpus)) for node, cpus in self._node_cpus.items()},
+                allocatable={
+                    node: float(len(cpus.difference(self._reserved)))
+                    for node, cpus in self._node_cpus.items()
+                },
+            )
+        }
 
     def pools(self) -> Mapping[str, CPUSet]:
         """``reserve``, ``share``, ``reclaim`` and ``dedicated/<pod uid>`` -> cpuset (the

@@ -36,6 +36,7 @@ from agent.qrm.types import (
     InvalidRequest,
     NodeAllocations,
     PluginOptions,
+    TopologyCapacity,
     TopologyHint,
 )
 from katalyst.checkpoint import JSONValue
@@ -214,6 +215,18 @@ class MemoryPolicy:
     def remove_pod(self, pod_uid: PodUID) -> None:
         if self._plans.pop(pod_uid, None) is not None:
             self.generation += 1
+
+    def topology_capacity(self) -> Mapping[str, TopologyCapacity]:
+        """Bytes per NUMA node; allocatable leaves out the system's reserve."""
+        return {
+            RESOURCE: TopologyCapacity(
+                capacity={node: float(size) for node, size in self._capacity.items()},
+                allocatable={
+                    node: float(size - self._reserved.get(node, 0))
+                    for node, size in self._capacity.items()
+                },
+            )
+        }
 
     def allocations(self) -> NodeAllocations:
         return {
