@@ -13,6 +13,7 @@ import heapq
 import itertools
 import math
 import time
+from collections.abc import Awaitable
 from typing import Protocol
 
 
@@ -106,3 +107,15 @@ async def _settle() -> None:
     # asyncio's own tests (several sleep(0) rounds), bounded to stay cheap.
     for _ in range(20):
         await asyncio.sleep(0)
+
+
+async def first_of(*waits: Awaitable[object] | asyncio.Event) -> None:
+    """Return when the first of ``waits`` completes (an awaitable finishes, or an
+    event is set); the others are cancelled. Loops use it to sleep on their clock
+    until a period passes, their input changes, or they are told to stop."""
+    tasks = {asyncio.ensure_future(w.wait() if isinstance(w, asyncio.Event) else w) for w in waits}
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()

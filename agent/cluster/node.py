@@ -59,7 +59,7 @@ from agent.standalone.kubelet import (
     pod_for,
 )
 from katalyst.cgroup import CgroupDriver, CgroupError
-from katalyst.clock import Clock
+from katalyst.clock import Clock, first_of
 from katalyst.qos import PodView, QoSValidationError
 
 log = logging.getLogger(__name__)
@@ -210,7 +210,7 @@ class ClusterNode:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Follow the pod source until ``stop`` is set."""
-        await _until(self._source.synced.wait(), stop)
+        await first_of(self._source.synced, stop)
         if stop.is_set():
             return
         if self._admit_pods:
@@ -223,11 +223,8 @@ class ClusterNode:
             await self._guarded("sync", self.sync())
             if self._heartbeat is not None:
                 self._heartbeat.beat(self._clock.monotonic())
-            await _until(
-                self._source.changed.wait(),
-                self._wake.wait(),
-                stop,
-                timeout=self._clock.sleep(self._sync_period),
+            await first_of(
+                self._source.changed, self._wake, stop, self._clock.sleep(self._sync_period)
             )
 
     def allocations_changed(self) -> None:
@@ -415,20 +412,3 @@ class ClusterNode:
                 self._applier.apply(target)
             except (CgroupError, ValueError) as exc:
                 log.warning("pod %s container %s: %s", pod.key, name, exc)
-
-
-async def _until(
-    *events: Awaitable[object] | asyncio.Event, timeout: Awaitable[None] | None = None
-) -> None:
-    """Wait until the first of ``events`` (awaitables, or events to be set) or ``timeout``
-    (an awaitable) completes; the others are cancelled."""
-    waiters = {
-        asyncio.ensure_future(e.wait() if isinstance(e, asyncio.Event) else e) for e in events
-    }
-    if timeout is not None:
-        waiters.add(asyncio.ensure_future(timeout))
-    try:
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()

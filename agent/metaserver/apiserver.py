@@ -36,7 +36,7 @@ import yaml
 from kubernetes.aio import client as k8s_client
 from kubernetes.aio import config as k8s_config
 
-from katalyst.clock import Clock
+from katalyst.clock import Clock, first_of
 
 log = logging.getLogger(__name__)
 
@@ -175,22 +175,13 @@ class PodWatcher:
                     _describe(exc),
                     delay,
                 )
-                await self._sleep(delay, stop)
+                await first_of(self._clock.sleep(delay), stop)
 
     def _backoff(self) -> float:
         s = self._settings
         cap = min(s.backoff_max_s, s.backoff_initial_s * 2.0 ** min(self.failures - 1, 30))
         # "Full jitter" halves the expected delay but spreads a fleet's retries.
         return cap / 2 + self._rng.uniform(0, cap / 2)
-
-    async def _sleep(self, delay: float, stop: asyncio.Event) -> None:
-        sleeper = asyncio.ensure_future(self._clock.sleep(delay))
-        stopper = asyncio.ensure_future(stop.wait())
-        try:
-            await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            sleeper.cancel()
-            stopper.cancel()
 
     async def _list(self) -> None:
         resp = await self._core.list_pod_for_all_namespaces_without_preload_content(

@@ -26,7 +26,7 @@ from typing import NamedTuple, Protocol, TypeVar
 
 from katalyst.cgroup import CgroupDriver, CgroupError, CgroupNotFound, Pressure
 from katalyst.cgroup.driver import PressureResource, parse_pressure
-from katalyst.clock import Clock
+from katalyst.clock import Clock, first_of
 
 log = logging.getLogger(__name__)
 
@@ -442,15 +442,7 @@ class MetricsLoop:
                 if self._heartbeat is not None:
                     self._heartbeat.beat(self._clock.monotonic())
                 next_at = self._next_tick(next_at)
-                sleeper = asyncio.ensure_future(
-                    self._clock.sleep(next_at - self._clock.monotonic())
-                )
-                stopper = asyncio.ensure_future(stop.wait())
-                try:
-                    await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    for task in (sleeper, stopper):
-                        task.cancel()
+                await first_of(self._clock.sleep(next_at - self._clock.monotonic()), stop)
         finally:
             self._stopped = True
             self._wake_readers()

@@ -48,7 +48,7 @@ from agent.standalone.runtime import (
     stop_processes,
 )
 from katalyst.cgroup import CgroupDriver, CgroupError
-from katalyst.clock import Clock
+from katalyst.clock import Clock, first_of
 from katalyst.qos import QoSLevel
 
 log = logging.getLogger(__name__)
@@ -177,11 +177,7 @@ class LocalNode:
                 await self._guarded("sync", self.sync())
                 if self._heartbeat is not None:
                     self._heartbeat.beat(self._clock.monotonic())
-                sleeper = asyncio.ensure_future(self._clock.sleep(self._sync_period))
-                stopper = asyncio.ensure_future(stop.wait())
-                await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                for task in (sleeper, stopper):
-                    task.cancel()
+                await first_of(self._clock.sleep(self._sync_period), stop)
         finally:
             await asyncio.gather(*(self._teardown(key) for key in list(self._pods)))
             if created:  # never remove a root this run did not create

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from katalyst.clock import Clock, FakeClock, MonotonicClock
+from katalyst.clock import Clock, FakeClock, MonotonicClock, first_of
 
 
 async def _loop(clock: Clock, period: float, ticks: list[float], stop: asyncio.Event) -> None:
@@ -67,3 +67,21 @@ async def test_nan_is_refused() -> None:
         await clock.sleep(float("nan"))
     with pytest.raises(ValueError, match="negative"):
         await clock.advance(float("nan"))
+
+
+async def test_first_of_returns_on_the_first_and_cancels_the_rest() -> None:
+    clock = FakeClock()
+    stop = asyncio.Event()
+    waiter = asyncio.create_task(first_of(clock.sleep(10), stop))
+    for _ in range(10):  # until the sleep has registered
+        await asyncio.sleep(0)
+    assert clock.sleepers == 1
+    stop.set()
+    await asyncio.wait_for(waiter, timeout=5)
+    assert clock.sleepers == 0  # the sleep was cancelled, not left behind
+
+    waiter = asyncio.create_task(first_of(clock.sleep(1), asyncio.Event()))
+    for _ in range(10):
+        await asyncio.sleep(0)
+    await clock.advance(1)
+    await asyncio.wait_for(waiter, timeout=5)
