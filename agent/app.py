@@ -208,6 +208,7 @@ async def run(
                 clock=clock,
                 heartbeat=heartbeats[0],
             )
+            listeners.append(node.allocations_changed)
             metrics = _metrics_loop(
                 node.driver, node.containers, registry=registry, heartbeats=heartbeats, clock=clock
             )

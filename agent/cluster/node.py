@@ -48,7 +48,7 @@ from agent.metaserver.kubelet_cgroups import (
     container_cgroup,
     detect_kubelet_driver,
 )
-from agent.metaserver.metrics import ContainerRef
+from agent.metaserver.metrics import ContainerRef, cpu_request
 from agent.observability import Heartbeat
 from agent.standalone.kubelet import (
     AllocationDict,
@@ -204,6 +204,8 @@ class ClusterNode:
                             container=name,
                             qos_level=str(pod.view.level),
                             cgroup=cgroup,
+                            pod_uid=uid,
+                            cpu_request=cpu_request(pod.view, name),
                         )
                     )
         return out

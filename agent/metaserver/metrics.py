@@ -27,6 +27,7 @@ from typing import NamedTuple, Protocol, TypeVar
 from katalyst.cgroup import CgroupDriver, CgroupError, CgroupNotFound, Pressure
 from katalyst.cgroup.driver import PressureResource, parse_pressure
 from katalyst.clock import Clock, first_of
+from katalyst.qos import PodView
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +46,23 @@ class ContainerRef:
     qos_level: str
     cgroup: str
     """Its cgroup, relative to the cgroup driver's base."""
+    pod_uid: str = ""
+    """The pod's UID (its region, for a dedicated pod)."""
+    cpu_request: float = 0.0
+    """The container's CPU request, cores (what degraded mode falls back to)."""
 
     @property
     def key(self) -> str:
         """``namespace/pod/container``: the key of the container in a snapshot."""
         return f"{self.namespace}/{self.pod}/{self.container}"
+
+
+def cpu_request(view: PodView, container: str) -> float:
+    """The CPU request of one of the pod's containers, cores (0 when it has none)."""
+    for c in (*view.containers, *view.init_containers):
+        if c.name == container and "cpu" in c.requests:
+            return float(c.requests["cpu"].amount)
+    return 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +78,11 @@ class Counters:
     run_delay_ns: int
     memory_usage: int
     cpu_pressure: Pressure | None
+    tasks: int = 0
+    """Threads whose run delay was read."""
+    memory_working_set: int | None = None
+    """Memory usage less the inactive file cache (what the kubelet calls the working
+    set), bytes; None where memory.stat could not be read."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +150,13 @@ def read_run_delay_ns(pids: list[int], *, proc_root: str = "/proc") -> int:
     Threads that exit while we read are skipped: their delay leaves the sum,
     which is why rates are clamped at zero.
     """
+    return read_run_delay(pids, proc_root=proc_root)[0]
+
+
+def read_run_delay(pids: list[int], *, proc_root: str = "/proc") -> tuple[int, int]:
+    """(total run-queue delay in nanoseconds, threads read) of every thread of ``pids``."""
     total = 0
+    threads = 0
     for pid in pids:
         task_dir = os.path.join(proc_root, str(pid), "task")
         try:
@@ -144,9 +168,10 @@ def read_run_delay_ns(pids: list[int], *, proc_root: str = "/proc") -> int:
                 with open(os.path.join(task_dir, tid, "schedstat"), encoding="ascii") as f:
                     fields = f.read().split()
                 total += int(fields[1])
+                threads += 1
             except (OSError, IndexError, ValueError):
                 continue
-    return total
+    return total, threads
 
 
 def parse_proc_stat(text: str) -> CpuTimes:
@@ -291,16 +316,32 @@ class MetricsCollector:
             raise
         except CgroupError:
             psi = None
+        delay, tasks = read_run_delay(self._driver.procs(cgroup), proc_root=self._proc)
+        usage = self._driver.memory_usage(cgroup)
         return Counters(
             at=self._clock.monotonic(),
             cpu_usage_ns=self._driver.cpu_usage_ns(cgroup),
             nr_periods=stat.nr_periods,
             nr_throttled=stat.nr_throttled,
             throttled_ns=stat.throttled_ns,
-            run_delay_ns=read_run_delay_ns(self._driver.procs(cgroup), proc_root=self._proc),
-            memory_usage=self._driver.memory_usage(cgroup),
+            run_delay_ns=delay,
+            memory_usage=usage,
             cpu_pressure=psi,
+            tasks=tasks,
+            memory_working_set=self._working_set(cgroup, usage),
         )
+
+    def _working_set(self, cgroup: str, usage: int) -> int | None:
+        try:
+            stat = self._driver.memory_stat(cgroup)
+        except CgroupNotFound:
+            raise
+        except CgroupError:
+            return None
+        # v1 reports the hierarchy's total_inactive_file, v2 inactive_file (the
+        # kubelet's working set is usage less it, never below 0).
+        inactive = stat.get("total_inactive_file", stat.get("inactive_file", 0))
+        return max(0, usage - inactive)
 
 
 def _node_pressure(text: str) -> Pressure:

@@ -645,6 +645,11 @@ class PluginServer:
             logger.exception("%s %s: internal error in the policy", rpc, what)
         await context.abort(code, details)
 
+    async def update(self, what: str, change: Callable[[], _T]) -> _T:
+        """Change the policy from inside the agent (the sysadvisor resizing a pool),
+        serialized with the kubelet's calls and checkpointed like them."""
+        return await self._mutate(what, change)
+
     async def _mutate(self, rpc: str, change: Callable[[], _T]) -> _T:
         """Run ``change`` on the policy, then ``on_change``, as one locked unit.
 

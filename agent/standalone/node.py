@@ -3,13 +3,15 @@
 Every ``sync_period`` it re-reads the folder. A new pod is admitted through the
 agent's plugin sockets exactly as the kubelet does (``GetTopologyHints``,
 ``Allocate``, via :class:`agent.standalone.kubelet.LocalKubelet`); each container
-gets a cgroup ``pod<uid>/<container>`` below the node's cgroup root, its
-allocation applied, and its command started inside it (init containers first,
-one after the other). A pod whose manifest disappeared is stopped, its cgroups
-removed and its resources released (``RemovePod``); a changed manifest replaces
-the pod. Containers that exit are restarted as ``restartPolicy`` says, with
-exponential back-off. Every ``reconcile_period`` the allocations are fetched
-again (``GetResourcesAllocation``) and re-applied, which is how pool resizes
+gets a cgroup ``pod<uid>/<container>`` below the node's cgroup root (a reclaimed
+pod's below ``reclaimed/``, the common parent whose quota and memory limit the
+sysadvisor sets), its allocation applied, and its command started inside it
+(init containers first, one after the other). A pod whose manifest disappeared
+is stopped, its cgroups removed and its resources released (``RemovePod``); a
+changed manifest replaces the pod. Containers that exit are restarted as
+``restartPolicy`` says, with exponential back-off. Every ``reconcile_period``
+the allocations are fetched again (``GetResourcesAllocation``) and re-applied
+(at once when a plugin says its allocations changed), which is how pool resizes
 reach running containers.
 
 A pod that fails admission stays failed, with the plugin's message, until its
@@ -30,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.enforcement.applier import RECLAIMED_SHARES, Applier, target_for
-from agent.metaserver.metrics import ContainerRef
+from agent.metaserver.metrics import ContainerRef, cpu_request
 from agent.observability import Heartbeat
 from agent.standalone.kubelet import (
     AllocationDict,
@@ -53,6 +55,9 @@ from katalyst.qos import QoSLevel
 
 log = logging.getLogger(__name__)
 
+#: The parent of every reclaimed pod's cgroup (Katalyst's reclaimed root cgroup; the
+#: kubelet's ``besteffort`` tier plays that part on a cluster node).
+RECLAIMED_ROOT = "reclaimed"
 MAX_BACKOFF_S = 30.0
 #: A container that ran this long before exiting starts its back-off afresh (the kubelet's 10 min).
 BACKOFF_RESET_S = 600.0
@@ -87,7 +92,11 @@ class PodState:
 
     @property
     def cgroup(self) -> str:
-        """The pod's cgroup, relative to the node's cgroup root."""
+        """The pod's cgroup, relative to the node's cgroup root: reclaimed pods live
+        below the common :data:`RECLAIMED_ROOT`, whose quota and memory limit the
+        sysadvisor sets."""
+        if self.pod.view.level is QoSLevel.RECLAIMED_CORES:
+            return f"{RECLAIMED_ROOT}/pod{self.pod.view.uid}"
         return f"pod{self.pod.view.uid}"
 
 
@@ -137,6 +146,7 @@ class LocalNode:
         self._pods: dict[str, PodState] = {}
         self._reported: set[str] = set()
         self._last_reconcile = float("-inf")
+        self._wake = asyncio.Event()
 
     @property
     def pods(self) -> Mapping[str, PodState]:
@@ -157,6 +167,8 @@ class LocalNode:
                 container=name,
                 qos_level=str(state.pod.view.level),
                 cgroup=f"{state.cgroup}/{name}",
+                pod_uid=state.pod.view.uid,
+                cpu_request=cpu_request(state.pod.view, name),
             )
             for state in list(self._pods.values())
             if state.phase == "Running"
@@ -177,7 +189,8 @@ class LocalNode:
                 await self._guarded("sync", self.sync())
                 if self._heartbeat is not None:
                     self._heartbeat.beat(self._clock.monotonic())
-                await first_of(self._clock.sleep(self._sync_period), stop)
+                await first_of(self._clock.sleep(self._sync_period), stop, self._wake)
+                self._wake.clear()
         finally:
             await asyncio.gather(*(self._teardown(key) for key in list(self._pods)))
             if created:  # never remove a root this run did not create
@@ -185,6 +198,12 @@ class LocalNode:
                     self._driver.remove("")
                 except CgroupError as exc:
                     log.warning("could not remove the node's cgroup root: %s", exc)
+
+    def allocations_changed(self) -> None:
+        """A plugin changed allocations outside admission (the sysadvisor resized the
+        reclaim pool): re-read and apply them all on the next pass, now."""
+        self._last_reconcile = float("-inf")
+        self._wake.set()
 
     async def _guarded(self, what: str, step: Awaitable[None]) -> None:
         """Run one step; a plugin or cgroup failure is logged and retried next pass,
@@ -260,6 +279,9 @@ class LocalNode:
                 flat.update(resources)
             state.allocations[name] = flat
         try:
+            if pod.view.level is QoSLevel.RECLAIMED_CORES and self._driver.create(RECLAIMED_ROOT):
+                # The reclaimed pods together weigh what the kubelet's BestEffort tier does.
+                self._driver.set_cpu_shares(RECLAIMED_ROOT, RECLAIMED_SHARES)
             self._driver.create(state.cgroup)
             # Weights compete level by level: the pod's own cgroup carries the
             # pod's weight, as the kubelet's pod cgroups do, or a reclaimed

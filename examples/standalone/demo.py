@@ -27,8 +27,9 @@ from pathlib import Path
 
 from agent.qrm.cpu import CPUPolicy
 from agent.standalone.manifests import load_folder
+from agent.standalone.node import RECLAIMED_ROOT
 from examples.standalone.loadgen import percentile, run_load
-from katalyst.cgroup import CgroupError, HostCgroupFS, open_driver
+from katalyst.cgroup import CgroupDriver, CgroupError, HostCgroupFS, open_driver
 from katalyst.checkpoint import CheckpointLoaded, CheckpointStore
 from katalyst.cpuset import CPUSet
 from katalyst.qos import PodUID
@@ -54,15 +55,22 @@ def _wait_for_pods(driver_base: str, count: int, deadline_s: float) -> None:
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
         with contextlib.suppress(CgroupError):
-            running = [
-                p
-                for p in driver.children("")
-                for c in driver.children(p)
-                if driver.procs(f"{p}/{c}")
-            ]
+            running = [c for c in _container_cgroups(driver) if driver.procs(c)]
             if len(running) >= count:
                 return
         time.sleep(0.2)
+
+
+def _pod_cgroups(driver: CgroupDriver) -> list[str]:
+    """Every pod's cgroup; reclaimed pods live below the node's ``reclaimed`` parent."""
+    pods = [p for p in driver.children("") if p != RECLAIMED_ROOT]
+    if driver.exists(RECLAIMED_ROOT):
+        pods += [f"{RECLAIMED_ROOT}/{p}" for p in driver.children(RECLAIMED_ROOT)]
+    return sorted(pods)
+
+
+def _container_cgroups(driver: CgroupDriver) -> list[str]:
+    return [f"{p}/{c}" for p in _pod_cgroups(driver) for c in driver.children(p)]
 
 
 def _pods_table(folder: Path) -> tuple[list[str], float]:
@@ -71,8 +79,8 @@ def _pods_table(folder: Path) -> tuple[list[str], float]:
     by_uid = {p.view.uid: p for p in pods.values()}
     lines = [f"  {'POD':<24} {'QOS':<16} {'CONTAINER':<10} {'CPUSET':<7} {'MEM LIMIT':<10} PIDS"]
     batch_cpu_s = 0.0
-    for cgroup in sorted(driver.children("")):
-        pod = by_uid.get(PodUID(cgroup.removeprefix("pod")))
+    for cgroup in _pod_cgroups(driver):
+        pod = by_uid.get(PodUID(cgroup.rsplit("/", 1)[-1].removeprefix("pod")))
         for container in driver.children(cgroup):
             path = f"{cgroup}/{container}"
             limit = driver.memory_limit(path)

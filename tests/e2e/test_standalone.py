@@ -14,6 +14,7 @@ import pytest
 
 from agent.app import run
 from agent.config import AgentConfig
+from agent.standalone.node import RECLAIMED_ROOT
 from katalyst.cgroup import HostCgroupFS, open_driver
 from katalyst.cpuset import CPUSet
 from tests.support.kernel import check_kernel_ready
@@ -87,17 +88,21 @@ async def test_a_shared_and_a_reclaimed_pod_run_in_their_cgroups(
             task.result()  # the agent stopped early: raise what stopped it
         assert ready.is_set(), "the standalone node did not start"
 
+        def containers() -> dict[str, str]:
+            """Container name -> cgroup, for every pod (reclaimed ones below ``reclaimed``)."""
+            pods = [p for p in driver.children("") if p != RECLAIMED_ROOT]
+            if driver.exists(RECLAIMED_ROOT):
+                pods += [f"{RECLAIMED_ROOT}/{p}" for p in driver.children(RECLAIMED_ROOT)]
+            return {c: f"{pod}/{c}" for pod in pods for c in driver.children(pod)}
+
         def running() -> bool:
-            return len(driver.children("")) == 2 and all(
-                driver.procs(f"{pod}/{c}")
-                for pod in driver.children("")
-                for c in driver.children(pod)
-            )
+            found = containers()
+            return len(found) == 2 and all(driver.procs(cg) for cg in found.values())
 
         await _until(running)
-        pods = {c: driver.children(pod)[0] for pod in driver.children("") for c in [pod]}
-        by_container = {container: f"{pod}/{container}" for pod, container in pods.items()}
+        by_container = containers()
         assert set(by_container) == {"server", "burn"}
+        assert by_container["burn"].startswith(f"{RECLAIMED_ROOT}/pod")
         online = driver.cpuset("")[0]
         share = online.difference(CPUSet.of([0]))
         burn, server = by_container["burn"], by_container["server"]
@@ -107,9 +112,11 @@ async def test_a_shared_and_a_reclaimed_pod_run_in_their_cgroups(
         assert driver.cpuset(burn)[0] == share
         assert driver.memory_limit(burn) == 128 * MiB
         assert driver.cpu_shares(burn) == 2
-        # Weights compete per level: the reclaimed pod's own cgroup is at the
-        # minimum, the shared pod's at 1024 per requested core (500m -> 512).
-        assert driver.cpu_shares(burn.split("/")[0]) == 2
+        # Weights compete per level: the reclaimed pods' common parent and the pod's
+        # own cgroup are at the minimum, the shared pod's at 1024 per requested core
+        # (500m -> 512).
+        assert driver.cpu_shares(RECLAIMED_ROOT) == 2
+        assert driver.cpu_shares(burn.rsplit("/", 1)[0]) == 2
         assert driver.cpu_shares(server.split("/")[0]) == 512
         soft = driver.fs.read_text(driver.path("memory", server, "memory.soft_limit_in_bytes"))
         assert int(soft) == 64 * MiB
@@ -152,8 +159,8 @@ async def test_a_shared_and_a_reclaimed_pod_run_in_their_cgroups(
         await _until(
             lambda: not psutil.pid_exists(burn_pid) or psutil.Process(burn_pid).status() == "zombie"
         )
-        await _until(lambda: len(driver.children("")) == 1)
-        assert driver.children("") == [server.split("/")[0]]
+        await _until(lambda: set(containers()) == {"server"})
+        assert driver.children(RECLAIMED_ROOT) == []
     finally:
         stop.set()
         await asyncio.wait_for(task, timeout=15)
