@@ -13,7 +13,7 @@ loop has beaten recently, 503 with the reasons otherwise.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -202,8 +202,10 @@ def build_app(
     servers: Sequence[PluginServer],
     heartbeats: Sequence[Heartbeat],
     clock: Clock,
+    status: Callable[[], Mapping[str, object]] | None = None,
 ) -> web.Application:
-    """The HTTP application: ``/metrics`` and ``/healthz``."""
+    """The HTTP application: ``/metrics``, ``/healthz`` and, with ``status``, ``/status``
+    (the node's state as JSON, what ``katalyst status`` prints)."""
 
     async def metrics(_request: web.Request) -> web.Response:
         return web.Response(
@@ -222,9 +224,15 @@ def build_app(
             return web.Response(status=503, text="\n".join(problems) + "\n")
         return web.Response(text="ok\n")
 
+    async def status_json(_request: web.Request) -> web.Response:
+        assert status is not None
+        return web.json_response(status())
+
     app = web.Application(client_max_size=1024)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
+    if status is not None:
+        app.router.add_get("/status", status_json)
     return app
 
 

@@ -311,3 +311,67 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, k8s_client.ApiException):
         return f"HTTP {exc.status} {exc.reason}"
     return str(exc) or type(exc).__name__
+
+
+class ApiServerEvictionClient:
+    """``agent.eviction.EvictionClient`` over the official client: POST a policy/v1
+    Eviction and a core/v1 Event.
+
+    Written on the client's raw calls (``param_serialize`` then ``call_api``, as the
+    generated ``*_without_preload_content`` methods are) rather than on
+    ``CoreV1Api.create_namespaced_pod_eviction``: the bodies go out as the JSON the
+    evictor built, with no pydantic model on the way, and every answer, a 429 from
+    a PodDisruptionBudget included, comes back as a status code instead of an
+    ``ApiException``. Authentication, TLS and the connection pool stay the client's.
+    """
+
+    def __init__(self, api: k8s_client.ApiClient, *, request_timeout_s: float = 30.0) -> None:
+        self._api = api
+        self._timeout = request_timeout_s
+
+    async def post_eviction(self, namespace: str, name: str, body: Mapping[str, Any]) -> int:
+        """POST ``/api/v1/namespaces/{namespace}/pods/{name}/eviction``; the status."""
+        status, _ = await self._post(
+            "/api/v1/namespaces/{namespace}/pods/{name}/eviction",
+            {"namespace": namespace, "name": name},
+            body,
+        )
+        return status
+
+    async def post_event(self, namespace: str, body: Mapping[str, Any]) -> None:
+        """POST ``/api/v1/namespaces/{namespace}/events``; ``ConnectionError`` unless 2xx."""
+        status, text = await self._post(
+            "/api/v1/namespaces/{namespace}/events", {"namespace": namespace}, body
+        )
+        if not 200 <= status < 300:
+            raise ConnectionError(f"event not created: HTTP {status}: {text[:200]}")
+
+    async def _post(
+        self, path: str, path_params: Mapping[str, str], body: Mapping[str, Any]
+    ) -> tuple[int, str]:
+        method, url, headers, data, post_params = await self._api.param_serialize(
+            method="POST",
+            resource_path=path,
+            path_params=dict(path_params),
+            header_params={"Accept": "application/json", "Content-Type": "application/json"},
+            body=dict(body),
+            auth_settings=["BearerToken"],
+        )
+        try:
+            resp = await self._api.call_api(
+                method,
+                url,
+                header_params=headers,
+                body=data,
+                post_params=post_params,
+                _request_timeout=self._timeout,
+            )
+            try:
+                raw: bytes = await resp.response.read()
+            finally:
+                resp.response.release()
+        except aiohttp.ClientError as exc:
+            # ClientConnectorError is an OSError already; a dropped connection or a
+            # truncated body is not: the evictor treats both as "no answer".
+            raise ConnectionError(f"API server: {exc}") from exc
+        return resp.status, raw.decode("utf-8", "replace")

@@ -35,6 +35,14 @@ What it fakes, and how faithfully:
   the stream ends after ``timeoutSeconds``. A live watch that falls behind a
   :meth:`~FakeApiServer.compact` (it had not yet been sent events that were
   forgotten) is closed, as the cacher terminates a watcher it cannot serve.
+* Events: ``POST /api/v1/namespaces/{ns}/events`` (core/v1) stores the Event (with a
+  uid, a creationTimestamp and a resourceVersion, as the server does) in
+  :attr:`~FakeApiServer.events` and answers 201 with it; 409 ``AlreadyExists`` for a
+  name already used in the namespace, 400 for a namespace that differs from the
+  URL's, 422 without ``metadata.name``, ``involvedObject`` or ``reason``.
+* Eviction honours ``deleteOptions.preconditions.uid``: a pod whose UID differs is
+  not deleted, 409 ``Conflict`` with the real message ("Precondition failed: UID in
+  precondition: ..."). A body whose ``kind`` is not ``Eviction`` is a 400.
 * Errors are ``Status`` objects with the real ``reason`` and ``code``, and the real
   messages where a client might look at them (``pods "x" not found``, ``pods "x"
   already exists``, ``the server could not find the requested resource``).
@@ -44,9 +52,11 @@ What it fakes, and how faithfully:
 * Test hooks: :meth:`~FakeApiServer.compact`, :meth:`~FakeApiServer.drop_watches`
   (clean end or TCP abort), :meth:`~FakeApiServer.fail_next`,
   :meth:`~FakeApiServer.wait_for_watches`, :attr:`~FakeApiServer.requests`,
-  :attr:`~FakeApiServer.evictions`; :func:`pod_manifest` builds a minimal pod.
+  :attr:`~FakeApiServer.evictions`, :attr:`~FakeApiServer.events`; :func:`pod_manifest`
+  builds a minimal pod.
 
-What it leaves out: every other resource and API group (namespaces need not exist),
+What it leaves out: every other resource and API group (namespaces need not exist;
+Events can be created but not read, listed, watched or updated over HTTP),
 update/patch over HTTP (405; tests change pods with :meth:`~FakeApiServer.update_pod`),
 graceful deletion (``deletionTimestamp``; deletes are immediate), PodDisruptionBudgets
 (every eviction is allowed; use :meth:`~FakeApiServer.fail_next` with 429 for a
@@ -201,18 +211,21 @@ def _forbidden_for_anonymous(request: web.Request) -> ApiError:
     name = request.match_info.get("name")
     if request.path.endswith("/eviction"):
         verb, resource = "create", "pods/eviction"
+    elif request.path.endswith("/events"):
+        verb, resource = "create", "events"
     elif request.method == "GET":
         verb = "get" if name else "watch" if request.query.get("watch") in _TRUE else "list"
         resource = "pods"
     else:
         verb, resource = {"POST": "create", "DELETE": "delete"}.get(request.method, "get"), "pods"
     scope = f'in the namespace "{ns}"' if ns else "at the cluster scope"
-    subject = f'pods "{name}"' if name else "pods"
+    kind = "events" if resource == "events" else "pods"
+    subject = f'{kind} "{name}"' if name else kind
     return ApiError(
         403,
         f'{subject} is forbidden: {user} cannot {verb} resource "{resource}" '
         f'in API group "" {scope}',
-        details={"name": name, "kind": "pods"} if name else {"kind": "pods"},
+        details={"name": name, "kind": kind} if name else {"kind": kind},
     )
 
 
@@ -448,6 +461,8 @@ class FakeApiServer:
         """Every request seen, in order (failed and rejected ones included)."""
         self.evictions: list[PodJSON] = []
         """The Eviction bodies of accepted evictions, in order."""
+        self.events: list[PodJSON] = []
+        """The core/v1 Events created, as stored (uid, resourceVersion added), in order."""
         # Reentrant: update_pod's `mutate` runs under it and may read the store.
         self._lock = threading.RLock()
         self._rv = initial_resource_version
@@ -736,6 +751,7 @@ class FakeApiServer:
         router.add_get(ns_pods + "/{name}", self._get_http)
         router.add_delete(ns_pods + "/{name}", self._delete_http)
         router.add_post(ns_pods + "/{name}/eviction", self._evict_http)
+        router.add_post("/api/v1/namespaces/{namespace}/events", self._create_event_http)
 
     @web.middleware
     async def _middleware(
@@ -886,11 +902,28 @@ class FakeApiServer:
     async def _evict_http(self, request: web.Request) -> web.StreamResponse:
         namespace, name = request.match_info["namespace"], request.match_info["name"]
         body = await self._read_json(request)
+        if body.get("kind", "Eviction") != "Eviction":
+            raise ApiError(400, f"expected an Eviction, got kind {body.get('kind')!r}")
         body_name = _get(body, "metadata", "name")
         if body_name is not None and body_name != name:
             raise ApiError(400, "name in URL does not match name in Eviction object")
-        self._delete(namespace, name)
-        self.evictions.append(body)
+        want_uid = _get(body, "deleteOptions", "preconditions", "uid")
+        with self._lock:
+            current = self._pods.get((namespace, name))
+            if current is None:
+                raise _not_found(name)
+            uid = current["metadata"].get("uid")
+            if want_uid is not None and want_uid != uid:
+                # The registry's Preconditions check (apimachinery storage errors).
+                raise ApiError(
+                    409,
+                    f"Precondition failed: UID in precondition: {want_uid}, "
+                    f"UID in object meta: {uid}",
+                    reason="Conflict",
+                    details={"name": name, "kind": "pods"},
+                )
+            self._delete(namespace, name)
+            self.evictions.append(body)
         return _json_response(
             {
                 "kind": "Status",
@@ -901,6 +934,58 @@ class FakeApiServer:
             },
             201,
         )
+
+    async def _create_event_http(self, request: web.Request) -> web.StreamResponse:
+        namespace = request.match_info["namespace"]
+        obj = await self._read_json(request)
+        meta = obj.get("metadata")
+        if not isinstance(meta, dict):
+            meta = obj["metadata"] = {}
+        if meta.get("namespace", namespace) != namespace:
+            raise ApiError(
+                400,
+                "the namespace of the provided object does not match the namespace sent on "
+                "the request",
+            )
+        name = meta.get("name") or ""
+        missing = [
+            path
+            for path, value in (
+                ("metadata.name", name),
+                ("involvedObject", obj.get("involvedObject")),
+                ("reason", obj.get("reason")),
+            )
+            if not value
+        ]
+        if missing:
+            raise ApiError(
+                422,
+                f'Event "{name}" is invalid: {missing[0]}: Required value',
+                details={"name": name, "kind": "Event"},
+            )
+        with self._lock:
+            if any(
+                _get(e, "metadata", "namespace") == namespace
+                and _get(e, "metadata", "name") == name
+                for e in self.events
+            ):
+                raise ApiError(
+                    409,
+                    f'events "{name}" already exists',
+                    reason="AlreadyExists",
+                    details={"name": name, "kind": "events"},
+                )
+            # A write like any other: it takes the next resourceVersion.
+            self._rv += 1
+            meta.update(
+                namespace=namespace,
+                uid=str(uuid.uuid4()),
+                creationTimestamp=_timestamp(),
+                resourceVersion=str(self._rv),
+            )
+            obj.update(kind="Event", apiVersion="v1")
+            self.events.append(copy.deepcopy(obj))
+        return _json_response(obj, 201)
 
     # --- watch -----------------------------------------------------------------------
 
