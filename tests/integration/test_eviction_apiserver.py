@@ -1,25 +1,14 @@
-"""ApiServerEvictor against the fake kube-apiserver: paths, bodies, status handling.
-
-The evictor talks through an :class:`EvictionClient`. Two implementations run here:
-
-* ``aiohttp``: the client written below on plain aiohttp, so that what goes over the
-  wire (the Eviction and Event bodies, the paths) is what the tests read back from
-  :class:`FakeApiServer`;
-* ``kubernetes``: ``agent.metaserver.apiserver.ApiServerEvictionClient``, the real
-  one over the official client, whenever that module provides it (it is looked up
-  by name so that this file does not depend on the order in which the two land).
-"""
+"""ApiServerEvictor against the fake kube-apiserver, through the real client
+(``agent.metaserver.apiserver.ApiServerEvictionClient`` over the official
+``kubernetes`` client): paths, bodies, status handling, Events."""
 
 from __future__ import annotations
 
 import asyncio
-import importlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
-import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -39,68 +28,28 @@ from agent.eviction import (
     Sample,
     build_plugins,
 )
+from agent.metaserver.apiserver import ApiServerEvictionClient, connect
 from katalyst.clock import FakeClock
 from katalyst.qos import PodUID, QoSLevel
-from tests.support.apiserver import DEFAULT_TOKEN, FakeApiServer, pod_manifest
+from tests.support.apiserver import FakeApiServer, pod_manifest
 
 NODE = "node-a"
 NAMESPACE = "batch"
 GIB = 1024**3
 
 
-class AiohttpEvictionClient:
-    """An EvictionClient on plain aiohttp, the way the API server's wire format says."""
-
-    def __init__(self, session: aiohttp.ClientSession, url: str, token: str) -> None:
-        self._session = session
-        self._url = url
-        self._headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
-
-    async def post_eviction(self, namespace: str, name: str, body: Mapping[str, Any]) -> int:
-        path = f"/api/v1/namespaces/{quote(namespace)}/pods/{quote(name)}/eviction"
-        status, _ = await self._post(path, body)
-        return status
-
-    async def post_event(self, namespace: str, body: Mapping[str, Any]) -> None:
-        status, text = await self._post(f"/api/v1/namespaces/{quote(namespace)}/events", body)
-        if not 200 <= status < 300:
-            raise ConnectionError(f"event not created: HTTP {status}: {text[:200]}")
-
-    async def _post(self, path: str, body: Mapping[str, Any]) -> tuple[int, str]:
-        try:
-            async with self._session.post(
-                self._url + path, json=dict(body), headers=self._headers
-            ) as resp:
-                return resp.status, await resp.text()
-        except aiohttp.ClientError as exc:
-            raise ConnectionError(f"API server: {exc}") from exc
-
-
-_KUBE_CLIENT: Any = getattr(
-    importlib.import_module("agent.metaserver.apiserver"), "ApiServerEvictionClient", None
-)
-CLIENTS = ["aiohttp"] + (["kubernetes"] if _KUBE_CLIENT is not None else [])
-
 ClientFactory = Callable[[FakeApiServer], Awaitable[EvictionClient]]
 
 
-@pytest.fixture(params=CLIENTS)
-async def make_client(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[ClientFactory]:
+@pytest.fixture
+async def make_client(tmp_path: Path) -> AsyncIterator[ClientFactory]:
     """A function that builds the parametrized client for a started server."""
     closers: list[Callable[[], Awaitable[object]]] = []
 
     async def make(api: FakeApiServer) -> EvictionClient:
-        if request.param == "aiohttp":
-            session = aiohttp.ClientSession()
-            closers.append(session.close)
-            return AiohttpEvictionClient(session, api.url, DEFAULT_TOKEN)
-        apiserver = importlib.import_module("agent.metaserver.apiserver")
-        kube = await apiserver.connect(api.kubeconfig(tmp_path / "kubeconfig"))
+        kube = await connect(api.kubeconfig(tmp_path / "kubeconfig"))
         closers.append(kube.close)
-        client: EvictionClient = _KUBE_CLIENT(kube)
-        return client
+        return ApiServerEvictionClient(kube)
 
     yield make
     for close in closers:
