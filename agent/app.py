@@ -22,7 +22,8 @@ from prometheus_client import CollectorRegistry
 
 from agent.cluster.metrics import ClusterCollector
 from agent.cluster.node import ClusterNode
-from agent.config import AgentConfig, ConfigError, Mode, load_config
+from agent.config import AgentConfig, Mode, load_config
+from agent.errors import ConfigError
 from agent.metaserver.apiserver import ApiServerError, PodWatcher, connect
 from agent.metaserver.metrics import ContainerRef, MetricsCollector, MetricsLoop
 from agent.observability import (

@@ -15,12 +15,15 @@ import ipaddress
 import os
 import re
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+from agent.errors import ConfigError
+from agent.eviction.config import EvictionConfig
+from agent.sysadvisor.config import AdvisorConfig
 from katalyst.cgroup import validate_cgroup_path
 from katalyst.cgroup.errors import CgroupInvalidValue
 from katalyst.cpuset import CPUSet
@@ -30,10 +33,6 @@ ENV_PREFIX = "KATALYST_"
 _DNS_SUBDOMAIN = re.compile(
     r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*", re.ASCII
 )
-
-
-class ConfigError(ValueError):
-    """A configuration value broke a rule; the message names the field and the rule."""
 
 
 class Mode(enum.StrEnum):
@@ -76,6 +75,10 @@ class AgentConfig:
     """A kubeconfig for the API server; None: in-cluster service account (ORM mode)."""
     log_format: LogFormat = LogFormat.TEXT
     """``text`` or ``json``."""
+    sysadvisor: AdvisorConfig = field(default_factory=AdvisorConfig)
+    """The headroom loop (``sysadvisor:`` section of the config file only)."""
+    eviction: EvictionConfig = field(default_factory=EvictionConfig)
+    """The eviction manager (``eviction:`` section of the config file only)."""
 
 
 # Flag name -> (field, help). The single table keeps --help, the environment
@@ -102,7 +105,9 @@ def build_parser(prog: str = "katalyst-agent") -> argparse.ArgumentParser:
     parser = base_parser(
         prog,
         "The node agent. Settings come from --config FILE (YAML, keys as the flags with "
-        f"underscores), then {ENV_PREFIX}<FLAG> environment variables, then flags.",
+        f"underscores), then {ENV_PREFIX}<FLAG> environment variables, then flags. The "
+        "file alone may also hold the sections sysadvisor: (docs/headroom.md) and "
+        "eviction: (docs/eviction.md).",
     )
     parser.add_argument("--config", metavar="FILE", help="YAML file with any of the settings below")
     for name, text in _FIELDS:
@@ -172,6 +177,24 @@ def _convert(name: str, raw: object, source: str) -> object:
     raise ConfigError(f"{where}: unknown setting")  # pragma: no cover - table and code agree
 
 
+#: Nested sections of the config file: name -> loader (validating, naming the field).
+_SECTIONS: Mapping[str, Callable[[Mapping[str, object]], object]] = {
+    "sysadvisor": lambda m: AdvisorConfig.from_mapping(m, where="sysadvisor"),
+    "eviction": lambda m: EvictionConfig.from_mapping(m, where="eviction"),
+}
+
+
+def _section(name: str, raw: object, path: str) -> object:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"--config {path}: {name} must be a mapping, not {type(raw).__name__}")
+    try:
+        return _SECTIONS[name]({str(k): v for k, v in raw.items()})
+    except ValueError as exc:
+        raise ConfigError(f"--config {path}: {exc}") from None
+
+
 def _from_file(path: str) -> Mapping[str, object]:
     try:
         with open(path, encoding="utf-8") as f:
@@ -186,7 +209,7 @@ def _from_file(path: str) -> Mapping[str, object]:
         raise ConfigError(
             f"--config {path}: must be a mapping of settings, not {type(loaded).__name__}"
         )
-    known = {name for name, _ in _FIELDS}
+    known = {name for name, _ in _FIELDS} | set(_SECTIONS)
     unknown = sorted(str(k) for k in loaded if k not in known)
     if unknown:
         raise ConfigError(f"--config {path}: unknown settings {', '.join(unknown)}")
@@ -204,7 +227,10 @@ def load_config(argv: Sequence[str], env: Mapping[str, str] | None = None) -> Ag
     values: dict[str, object] = {}
     if args.config is not None:
         for name, raw in _from_file(args.config).items():
-            values[name] = _convert(name, raw, f"--config {args.config}")
+            if name in _SECTIONS:
+                values[name] = _section(name, raw, args.config)
+            else:
+                values[name] = _convert(name, raw, f"--config {args.config}")
     for name, _ in _FIELDS:
         var = ENV_PREFIX + name.upper()
         if var in env:

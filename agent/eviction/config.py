@@ -17,6 +17,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Self, TypeVar
 
+from agent.errors import ConfigError
+
 __all__ = [
     "CPUSuppressionConfig",
     "EvictionConfig",
@@ -27,7 +29,7 @@ __all__ = [
 ]
 
 
-class EvictionConfigError(ValueError):
+class EvictionConfigError(ConfigError):
     """A configuration value broke a rule; the message names the field and the rule."""
 
 

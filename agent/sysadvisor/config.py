@@ -3,7 +3,7 @@
 Frozen, nested dataclasses, one docstring per field with its unit and default.
 :meth:`AdvisorConfig.from_mapping` builds one from the ``sysadvisor`` section of a
 configuration (a YAML file, later the dynamic configuration) and validates it; a
-bad value raises :class:`agent.config.ConfigError` (a ``ValueError``) whose message
+bad value raises :class:`agent.errors.ConfigError` (a ``ValueError``) whose message
 names the field and the rule, for example
 ``sysadvisor.indicators.cpu_usage_ratio.target: must be > 0``. Missing keys keep
 their defaults; unknown keys are an error, so that a typo is never silently ignored.
@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from agent.config import ConfigError
+from agent.errors import ConfigError
 
 IndicatorName = Literal["cpu_usage_ratio", "cpu_sched_wait", "cpu_psi_some_avg10"]
 """The CPU indicators the advisor controls on."""

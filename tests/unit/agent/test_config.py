@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import AgentConfig, ConfigError, LogFormat, Mode, build_parser, load_config
+from agent.config import AgentConfig, LogFormat, Mode, build_parser, load_config
+from agent.errors import ConfigError
 from katalyst.cpuset import CPUSet
 
 
@@ -31,11 +32,35 @@ def test_flags_beat_environment_beat_file(tmp_path: Path) -> None:
     assert config.log_format is LogFormat.JSON
 
 
-def test_every_field_has_a_flag() -> None:
+def test_every_field_has_a_flag_or_is_a_config_file_section() -> None:
     help_text = build_parser().format_help()
     for name in AgentConfig.__dataclass_fields__:
-        assert "--" + name.replace("_", "-") in help_text
+        if name in ("sysadvisor", "eviction"):
+            assert f"{name}:" in help_text  # named as a section of --config
+        else:
+            assert "--" + name.replace("_", "-") in help_text
     assert "--config" in help_text
+
+
+def test_sections_of_the_config_file_are_loaded_and_validated(tmp_path: Path) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text(
+        "sysadvisor:\n  period_s: 2\n  limits: {ramp_up_cpus_per_period: 1.5}\n"
+        "eviction: {}\n"
+    )
+    config = load_config(["--config", str(good)], env={})
+    assert config.sysadvisor.period_s == 2
+    assert config.sysadvisor.limits.ramp_up_cpus_per_period == 1.5
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sysadvisor:\n  indicators:\n    cpu_usage_ratio: {target: -1}\n")
+    with pytest.raises(ConfigError, match=r"sysadvisor\.indicators\.cpu_usage_ratio\.target"):
+        load_config(["--config", str(bad)], env={})
+
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text("eviction: [1, 2]\n")
+    with pytest.raises(ConfigError, match="eviction must be a mapping"):
+        load_config(["--config", str(wrong)], env={})
 
 
 @pytest.mark.parametrize(

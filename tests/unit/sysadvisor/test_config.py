@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from agent.config import ConfigError
+from agent.errors import ConfigError
 from agent.sysadvisor import Advisor, AdvisorConfig, Gains, IndicatorConfig, LimitsConfig
 
 
