@@ -16,6 +16,7 @@ import signal
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Protocol
 
 import psutil
 from prometheus_client import CollectorRegistry
@@ -24,8 +25,24 @@ from agent.cluster.metrics import ClusterCollector
 from agent.cluster.node import ClusterNode
 from agent.config import AgentConfig, Mode, load_config
 from agent.errors import ConfigError
-from agent.metaserver.apiserver import ApiServerError, PodWatcher, connect
-from agent.metaserver.metrics import ContainerRef, MetricsCollector, MetricsLoop
+from agent.eviction import (
+    ApiServerEvictor,
+    EvictionCollector,
+    EvictionLoop,
+    EvictionManager,
+    Evictor,
+    LocalEvictor,
+    Sample,
+    build_plugins,
+)
+from agent.eviction.sampling import build_sample
+from agent.metaserver.apiserver import (
+    ApiServerError,
+    ApiServerEvictionClient,
+    PodWatcher,
+    connect,
+)
+from agent.metaserver.metrics import ContainerRef, MetricsCollector, MetricsLoop, MetricsSnapshot
 from agent.observability import (
     AgentCollector,
     ContainerCollector,
@@ -38,12 +55,17 @@ from agent.qrm.cpu import CPUPolicy
 from agent.qrm.memory import MemoryPolicy
 from agent.qrm.server import OnChange, PluginServer, PluginServerError
 from agent.standalone.kubelet import LocalKubelet
-from agent.standalone.node import LocalNode
+from agent.standalone.node import RECLAIMED_ROOT, LocalNode
 from agent.standalone.runtime import ContainerLogs
+from agent.sysadvisor import Advisor
+from agent.sysadvisor.loop import AdvisorLoop
+from agent.sysadvisor.metrics import AdvisorCollector
+from agent.sysadvisor.metrics import status as advisor_status
 from katalyst.cgroup import CgroupDriver, CgroupError, CgroupFS, HostCgroupFS, open_driver
 from katalyst.checkpoint import CheckpointStore
 from katalyst.clock import Clock, MonotonicClock
 from katalyst.logsetup import configure_logging
+from katalyst.qos import PodView
 from katalyst.topology import TopologyError, read_cpu_topology, read_numa_memory
 
 log = logging.getLogger(__name__)
@@ -144,6 +166,64 @@ def _metrics_loop(
     return loop
 
 
+class _Loop(Protocol):
+    async def run(self, stop: asyncio.Event) -> None: ...
+
+
+def _control_loops(
+    config: AgentConfig,
+    *,
+    metrics: MetricsLoop,
+    cpu: CPUPolicy,
+    cpu_server: PluginServer,
+    driver: CgroupDriver,
+    reclaimed_cgroup: Callable[[], str | None],
+    views: Callable[[], Iterable[PodView]],
+    evictor: Evictor,
+    registry: CollectorRegistry,
+    heartbeats: list[Heartbeat],
+    status_parts: dict[str, Callable[[], Mapping[str, object]]],
+    clock: Clock,
+) -> list[_Loop]:
+    """The sysadvisor (headroom -> reclaim pool, quota, memory limit) and the eviction
+    manager, both driven by the metrics loop's snapshots."""
+    advisor_beat = Heartbeat("sysadvisor", max_age=max(30.0, 10 * config.sysadvisor.period_s))
+    heartbeats.append(advisor_beat)
+    advisor = AdvisorLoop(
+        Advisor(config.sysadvisor),
+        metrics=metrics,
+        cpu=cpu,
+        cpu_server=cpu_server,
+        driver=driver,
+        reclaimed_cgroup=reclaimed_cgroup,
+        clock=clock,
+        heartbeat=advisor_beat,
+    )
+    registry.register(AdvisorCollector(advisor))
+    status_parts["sysadvisor"] = lambda: advisor_status(advisor)
+
+    manager = EvictionManager(config.eviction, plugins=build_plugins(config.eviction), clock=clock)
+    registry.register(EvictionCollector(manager))
+    snapshot: list[MetricsSnapshot | None] = [None]
+
+    async def next_sample() -> Sample | None:
+        current = snapshot[0] = await metrics.next_snapshot(snapshot[0])
+        latest = advisor.latest
+        return build_sample(
+            current,
+            views(),
+            reclaim_cpus=latest.plan.reclaim_cpus if latest is not None else None,
+            reclaim_memory_bytes=latest.plan.reclaim_memory_limit if latest is not None else None,
+        )
+
+    eviction_beat = Heartbeat("eviction", max_age=60.0)
+    heartbeats.append(eviction_beat)
+    eviction = EvictionLoop(
+        manager, evictor, next_sample=next_sample, clock=clock, heartbeat=eviction_beat
+    )
+    return [advisor, eviction]
+
+
 async def run(
     config: AgentConfig,
     *,
@@ -192,7 +272,14 @@ async def run(
         heartbeats: list[Heartbeat] = []
         if config.standalone is not None:
             heartbeats.append(Heartbeat("standalone-node", max_age=30.0))
-        app = build_app(registry=registry, servers=servers, heartbeats=heartbeats, clock=clock)
+        status_parts: dict[str, Callable[[], Mapping[str, object]]] = {}
+        app = build_app(
+            registry=registry,
+            servers=servers,
+            heartbeats=heartbeats,
+            clock=clock,
+            status=lambda: {k: v for part in status_parts.values() for k, v in part().items()},
+        )
         try:
             runner, bound = await start_http(app, config.metrics_addr)
         except OSError as exc:
@@ -213,11 +300,30 @@ async def run(
             metrics = _metrics_loop(
                 node.driver, node.containers, registry=registry, heartbeats=heartbeats, clock=clock
             )
+            local = node
+            controls = _control_loops(
+                config,
+                metrics=metrics,
+                cpu=cpu,
+                cpu_server=servers[0],
+                driver=node.driver,
+                reclaimed_cgroup=lambda: (
+                    RECLAIMED_ROOT if local.driver.exists(RECLAIMED_ROOT) else None
+                ),
+                views=node.views,
+                evictor=LocalEvictor(node.evict),
+                registry=registry,
+                heartbeats=heartbeats,
+                status_parts=status_parts,
+                clock=clock,
+            )
             if node_ready is not None:
                 node_ready.set()
             async with asyncio.TaskGroup() as loops:
                 loops.create_task(metrics.run(stop))
                 loops.create_task(node.run(stop))
+                for control in controls:
+                    loops.create_task(control.run(stop))
         else:
             heartbeat = Heartbeat("cluster-node", max_age=60.0)
             setup = await _cluster(
@@ -245,12 +351,32 @@ async def run(
                     clock=clock,
                 )
                 registry.register(ClusterCollector(node=cluster, watcher=watcher))
+                controls = _control_loops(
+                    config,
+                    metrics=metrics,
+                    cpu=cpu,
+                    cpu_server=servers[0],
+                    driver=cluster.driver,
+                    reclaimed_cgroup=cluster.reclaimed_cgroup,
+                    views=cluster.views,
+                    evictor=ApiServerEvictor(
+                        ApiServerEvictionClient(watcher.api),
+                        node_name=config.node_name,
+                        wall=clock.wall,
+                    ),
+                    registry=registry,
+                    heartbeats=heartbeats,
+                    status_parts=status_parts,
+                    clock=clock,
+                )
                 if node_ready is not None:
                     node_ready.set()
                 async with asyncio.TaskGroup() as loops:
                     loops.create_task(watcher.run(stop))
                     loops.create_task(cluster.run(stop))
                     loops.create_task(metrics.run(stop))
+                    for control in controls:
+                        loops.create_task(control.run(stop))
     for save in checkpointers:
         await save()
     log.info("stopped; checkpoints flushed")

@@ -188,6 +188,20 @@ class ClusterNode:
         """The kubelet's cgroup driver, once detected."""
         return self._layout
 
+    def views(self) -> list[PodView]:
+        """The pods this loop manages, for the eviction manager."""
+        return [p.view for p in list(self._pods.values()) if p.view is not None]
+
+    def reclaimed_cgroup(self) -> str | None:
+        """The kubelet's BestEffort tier, where reclaimed pods live (they request only
+        Katalyst's extended resources): the sysadvisor's quota target. None until the
+        layout is known."""
+        if self._layout is None:
+            return None
+        if self._layout is KubeletCgroupDriver.CGROUPFS:
+            return f"{self._root}/besteffort"
+        return f"{self._root}.slice/{self._root}-besteffort.slice"
+
     def containers(self) -> list[ContainerRef]:
         """The running containers, for per-container metrics."""
         out: list[ContainerRef] = []

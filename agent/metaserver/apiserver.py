@@ -123,6 +123,7 @@ class PodWatcher:
         settings: WatchSettings | None = None,
         rng: random.Random | None = None,
     ) -> None:
+        self._api = api
         self._core = k8s_client.CoreV1Api(api)
         self._node = node_name
         self._clock = clock
@@ -138,6 +139,11 @@ class PodWatcher:
         """Failed requests in a row (0 while the watch is healthy)."""
         self.lists = 0
         """Lists done so far (the first one, then one after every 410 Gone)."""
+
+    @property
+    def api(self) -> k8s_client.ApiClient:
+        """The client this watch uses (other API-server calls of the agent share it)."""
+        return self._api
 
     @property
     def field_selector(self) -> str:

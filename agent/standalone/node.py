@@ -51,7 +51,7 @@ from agent.standalone.runtime import (
 )
 from katalyst.cgroup import CgroupDriver, CgroupError
 from katalyst.clock import Clock, first_of
-from katalyst.qos import QoSLevel
+from katalyst.qos import PodView, QoSLevel
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +198,24 @@ class LocalNode:
                     self._driver.remove("")
                 except CgroupError as exc:
                     log.warning("could not remove the node's cgroup root: %s", exc)
+
+    def views(self) -> list[PodView]:
+        """The pods that hold resources (pending or running), for the eviction manager."""
+        return [s.pod.view for s in list(self._pods.values()) if s.phase == "Running"]
+
+    async def evict(self, namespace: str, name: str, reason: str) -> bool:
+        """Stop a pod as the kubelet evicts one: its containers are stopped, its
+        resources released, and it stays ``Failed`` (``Evicted: reason``) until its
+        manifest changes. False if no such pod runs."""
+        key = f"{namespace}/{name}"
+        state = self._pods.get(key)
+        if state is None or state.phase != "Running":
+            return False
+        await self._teardown(key)
+        await self._guarded("release", self._kubelet.remove(state.pod.view.uid))
+        self._pods[key] = PodState(pod=state.pod, phase="Failed", message=f"Evicted: {reason}")
+        log.warning("pod %s evicted: %s", key, reason)
+        return True
 
     def allocations_changed(self) -> None:
         """A plugin changed allocations outside admission (the sysadvisor resized the

@@ -1,0 +1,254 @@
+"""The sysadvisor's I/O side: metrics snapshot -> :class:`AdvisorInput` -> :class:`Plan`
+-> the CPU plugin's reclaim pool and the reclaimed cgroup's quota and memory limit.
+
+Each period, as soon as the metrics loop publishes a snapshot (or after two periods
+without one: the advisor then counts a stale period and, after a few, falls back
+to requests), the loop
+
+1. builds the regions from the snapshot and the CPU plugin's pools
+   (:func:`build_input`): the share region holds every ``shared_cores``
+   container, each ``dedicated_cores`` pod is a region of its own;
+2. asks the :class:`Advisor` for a plan (pure, synchronous);
+3. applies it, each write read-compare-write: the reclaim pool size goes to the
+   CPU plugin through its server (serialized with the kubelet's calls and
+   checkpointed; the node applies the new cpusets to running containers at once),
+   the CFS quota and the memory limit to the reclaimed pods' common parent cgroup.
+
+A cgroup write that fails is logged and counted, never the end of the loop; the
+next period writes again. Every term of the decision is kept in :attr:`latest` for
+``/metrics`` and ``/status``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from agent.metaserver.metrics import ContainerSample, HeartbeatSink, MetricsLoop, MetricsSnapshot
+from agent.qrm.cpu import CPUPolicy
+from agent.qrm.server import PluginServer
+from agent.sysadvisor.advisor import Advisor
+from agent.sysadvisor.types import SHARE_REGION, AdvisorInput, Plan, RegionInput, dedicated_region
+from katalyst.cgroup import CgroupDriver, CgroupError
+from katalyst.clock import Clock
+from katalyst.cpuset import CPUSet
+from katalyst.qos import QoSLevel
+
+log = logging.getLogger(__name__)
+
+CFS_PERIOD_US = 100_000
+"""The reclaimed cgroup's CFS period (the kernel's default)."""
+
+
+def _allocatable(pools: Mapping[str, CPUSet]) -> CPUSet:
+    """CPUs neither reserved nor dedicated (empty when shared pods fall back to the
+    reserve because dedicated pods took everything)."""
+    reserve = pools.get("reserve", CPUSet.of([]))
+    free = pools.get("share", CPUSet.of([])).union(pools.get("reclaim", CPUSet.of([])))
+    return free.difference(reserve)
+
+
+def build_input(
+    snapshot: MetricsSnapshot | None,
+    *,
+    pools: Mapping[str, CPUSet],
+    period_s: float,
+    fresh: bool,
+) -> AdvisorInput:
+    """One period's input: the share region, a region per dedicated pod, the node.
+
+    Usage is the containers' CPU rate summed; the scheduler wait is the run-queue
+    delay of the region's tasks over the period, per task; PSI is the worst of the
+    region's cgroups where the kernel offers per-cgroup PSI, else the node's. A
+    region whose containers have no rates yet (their first reading) has no usage.
+    """
+    share = _allocatable(pools)
+    cpus: dict[str, float] = {SHARE_REGION: float(len(share))}
+    kinds: dict[str, str] = {SHARE_REGION: "share"}
+    members: dict[str, list[ContainerSample]] = {SHARE_REGION: []}
+    if snapshot is not None:
+        for sample in snapshot.containers.values():
+            level = sample.ref.qos_level
+            if level == str(QoSLevel.SHARED_CORES):
+                region = SHARE_REGION
+            elif level == str(QoSLevel.DEDICATED_CORES) and sample.ref.pod_uid:
+                region = dedicated_region(sample.ref.pod_uid)
+                held = pools.get(region)
+                cpus[region] = float(len(held)) if held is not None else 0.0
+                kinds[region] = "dedicated"
+                members.setdefault(region, [])
+            else:
+                continue
+            members[region].append(sample)
+    node_psi = None
+    if snapshot is not None and snapshot.node.cpu_pressure is not None:
+        node_psi = snapshot.node.cpu_pressure.some.avg10
+    regions = []
+    for name, samples in members.items():
+        regions.append(
+            _region(name, kinds[name], cpus[name], samples, period_s=period_s, node_psi=node_psi)
+        )
+    memory = 0
+    if snapshot is not None and snapshot.node.memory_total_bytes is not None:
+        memory = snapshot.node.memory_total_bytes
+    return AdvisorInput(
+        at=snapshot.at if snapshot is not None else 0.0,
+        fresh=fresh and snapshot is not None,
+        allocatable_cpus=float(len(share)),
+        memory_allocatable=memory,
+        regions=tuple(regions),
+    )
+
+
+def _region(
+    name: str,
+    kind: str,
+    cpus: float,
+    typed: list[ContainerSample],
+    *,
+    period_s: float,
+    node_psi: float | None,
+) -> RegionInput:
+    requests = sum(s.ref.cpu_request for s in typed)
+    rated = [s for s in typed if s.metrics.rates is not None]
+    usage: float | None = None
+    wait: float | None = None
+    if len(rated) == len(typed):  # every container has rates (or there are none)
+        usage = sum(s.metrics.rates.cpu_cores for s in rated if s.metrics.rates)
+        tasks = sum(s.metrics.counters.tasks for s in rated)
+        delay_us = sum(
+            s.metrics.rates.run_delay_us_per_s * period_s for s in rated if s.metrics.rates
+        )
+        wait = delay_us / tasks if tasks else 0.0
+    pressures = [
+        s.metrics.counters.cpu_pressure.some.avg10
+        for s in typed
+        if s.metrics.counters.cpu_pressure is not None
+    ]
+    psi = max(pressures) if pressures else node_psi
+    working = [s.metrics.counters.memory_working_set for s in typed]
+    working_set = sum(w for w in working if w is not None) if None not in working else None
+    return RegionInput(
+        name=name,
+        kind="share" if kind == "share" else "dedicated",
+        cpus=cpus,
+        requests_cpu=requests,
+        usage_cores=usage,
+        sched_wait_us=wait,
+        psi_some_avg10=psi,
+        memory_working_set=working_set,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One period of the loop: what it read, what it decided, how long it took."""
+
+    input: AdvisorInput
+    plan: Plan
+    duration_s: float
+    reclaimed_cgroup: str | None
+
+
+class AdvisorLoop:
+    """Runs the advisor every period and applies its plans; see the module docstring."""
+
+    def __init__(
+        self,
+        advisor: Advisor,
+        *,
+        metrics: MetricsLoop,
+        cpu: CPUPolicy,
+        cpu_server: PluginServer,
+        driver: CgroupDriver,
+        reclaimed_cgroup: Callable[[], str | None],
+        clock: Clock,
+        heartbeat: HeartbeatSink | None = None,
+    ) -> None:
+        self._advisor = advisor
+        self._metrics = metrics
+        self._cpu = cpu
+        self._server = cpu_server
+        self._driver = driver
+        self._reclaimed = reclaimed_cgroup
+        self._clock = clock
+        self._heartbeat = heartbeat
+        self._period = advisor.config.period_s
+        self.latest: Decision | None = None
+        """The last period's decision (None before the first)."""
+        self.writes: Counter[tuple[str, str]] = Counter()
+        """(setting, outcome) -> count: outcome ``changed``, ``unchanged`` or ``failed``."""
+        self._last_mode = "normal"
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """One decision per metrics snapshot until ``stop`` is set."""
+        snapshot: MetricsSnapshot | None = None
+        while not stop.is_set():
+            waiter = asyncio.ensure_future(self._metrics.next_snapshot(snapshot))
+            stopper = asyncio.ensure_future(stop.wait())
+            sleeper = asyncio.ensure_future(self._clock.sleep(2 * self._period))
+            try:
+                await asyncio.wait({waiter, stopper, sleeper}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (stopper, sleeper):
+                    task.cancel()
+            if stop.is_set():
+                waiter.cancel()
+                return
+            fresh = waiter.done() and not waiter.cancelled() and waiter.exception() is None
+            if fresh:
+                snapshot = waiter.result()
+            else:
+                waiter.cancel()
+            await self.step(snapshot, fresh=fresh)
+
+    async def step(self, snapshot: MetricsSnapshot | None, *, fresh: bool = True) -> Plan:
+        """Decide from ``snapshot`` and apply; the plan."""
+        started = time.perf_counter()
+        inp = build_input(snapshot, pools=self._cpu.pools(), period_s=self._period, fresh=fresh)
+        plan = self._advisor.advise(inp)
+        cgroup = self._reclaimed()
+        await self._apply(plan, cgroup)
+        self.latest = Decision(inp, plan, time.perf_counter() - started, cgroup)
+        if plan.mode != self._last_mode:
+            log.warning(
+                "sysadvisor: %s mode (%s); reclaimed CPU %.2f",
+                plan.mode,
+                ", ".join(plan.breaches) or f"{plan.stale_periods} stale periods",
+                plan.reclaim_cpus,
+            )
+            self._last_mode = plan.mode
+        if self._heartbeat is not None:
+            self._heartbeat.beat(self._clock.monotonic())
+        return plan
+
+    async def _apply(self, plan: Plan, cgroup: str | None) -> None:
+        size = plan.reclaim_pool_size
+        if self._cpu.reclaim_size != size:
+            await self._server.update("sysadvisor", lambda: self._cpu.set_reclaim_size(size))
+            self.writes["reclaim_pool", "changed"] += 1
+        if cgroup is None:
+            return  # no reclaimed pod yet: nothing to throttle
+        self._write(
+            "cpu_quota",
+            lambda: self._driver.set_cpu_quota(
+                cgroup, quota_us=plan.quota_us(CFS_PERIOD_US), period_us=CFS_PERIOD_US
+            ),
+        )
+        self._write(
+            "memory_limit",
+            lambda: self._driver.set_memory_limit(cgroup, plan.reclaim_memory_limit),
+        )
+
+    def _write(self, setting: str, write: Callable[[], bool]) -> None:
+        try:
+            changed = write()
+        except CgroupError as exc:
+            self.writes[setting, "failed"] += 1
+            log.warning("sysadvisor: cannot set the reclaimed %s: %s", setting, exc)
+            return
+        self.writes[setting, "changed" if changed else "unchanged"] += 1
