@@ -174,8 +174,11 @@ class ReclaimedOvercommitConfig(_FromMapping):
 
     enabled: bool = _setting(True, _boolean())
     """Whether the plugin runs. Default true."""
-    consecutive_samples: int = _setting(3, _integer(1))
-    """Over-committed samples in a row before it asks for victims. Default 3."""
+    consecutive_samples: int = _setting(60, _integer(1))
+    """Over-committed samples in a row before it asks for victims. Default 60 (a
+    minute at the default period): the lend drops to the floor at once when a
+    service surges (the sysadvisor's safety layer), and a surge that passes must
+    not cost the batch pods their progress."""
     cpu_rate: float | None = _setting(1.0, _optional(_number(above=0.0)))
     """Over-commit when the reclaimed pods' ``reclaimed_millicpu`` requests exceed
     this multiple of the reported reclaimed allocatable CPU. Default 1.0; null: CPU
