@@ -154,13 +154,19 @@ def _metrics_loop(
     registry: CollectorRegistry,
     heartbeats: list[Heartbeat],
     clock: Clock,
+    period: float,
 ) -> MetricsLoop:
-    """Per-container and node metrics, read once a period, served on /metrics and
-    shared with the control loops; its heartbeat joins /healthz."""
-    beat = Heartbeat("metrics", max_age=30.0)
+    """Per-container and node metrics, read once a period (the sysadvisor's: it
+    decides on every snapshot), served on /metrics and shared with the control
+    loops; its heartbeat joins /healthz."""
+    beat = Heartbeat("metrics", max_age=max(30.0, 10 * period))
     heartbeats.append(beat)
     loop = MetricsLoop(
-        MetricsCollector(driver, clock=clock), containers, clock=clock, heartbeat=beat
+        MetricsCollector(driver, clock=clock),
+        containers,
+        clock=clock,
+        period=period,
+        heartbeat=beat,
     )
     registry.register(ContainerCollector(loop=loop))
     return loop
@@ -298,7 +304,12 @@ async def run(
             )
             listeners.append(node.allocations_changed)
             metrics = _metrics_loop(
-                node.driver, node.containers, registry=registry, heartbeats=heartbeats, clock=clock
+                node.driver,
+                node.containers,
+                registry=registry,
+                heartbeats=heartbeats,
+                clock=clock,
+                period=config.sysadvisor.period_s,
             )
             local = node
             controls = _control_loops(
@@ -349,6 +360,7 @@ async def run(
                     registry=registry,
                     heartbeats=heartbeats,
                     clock=clock,
+                    period=config.sysadvisor.period_s,
                 )
                 registry.register(ClusterCollector(node=cluster, watcher=watcher))
                 controls = _control_loops(

@@ -2,7 +2,9 @@
 
 ``katalyst node describe`` works on any Linux machine without an agent: it prints
 what the agent would detect (CPU topology, cgroup layout, PSI) and the QoS classes
-it manages. Later subcommands talk to a running agent's local HTTP endpoint.
+it manages. ``katalyst status`` asks a running agent (its ``/status`` endpoint on
+``--metrics-addr``) for the node's regions, indicators against their targets,
+pools and headroom.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import argparse
 import json
 import os
 import sys
+import urllib.request
 from collections.abc import Sequence
 
 from katalyst.cgroup import CgroupError, HostCgroupFS, describe_driver, detect_layout, open_driver
@@ -90,6 +93,81 @@ def _describe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fmt(value: object, digits: int = 2) -> str:
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return "-" if value is None else str(value)
+
+
+def _status_lines(status: dict[str, object]) -> list[str]:
+    advisor = status.get("sysadvisor")
+    if not isinstance(advisor, dict):
+        return ["sysadvisor: no decision yet (the agent has not completed a period)"]
+    lines = [
+        f"sysadvisor: {advisor['mode']} mode"
+        + (f" (breaches: {', '.join(advisor['breaches'])})" if advisor.get("breaches") else "")
+        + (
+            f", cool-down {advisor['cooldown_left']} periods"
+            if advisor.get("cooldown_left")
+            else ""
+        )
+        + (f", {advisor['stale_periods']} stale periods" if advisor.get("stale_periods") else ""),
+        "",
+        f"  {'REGION':<44} {'REQUIREMENT':>11}  DECIDED BY",
+    ]
+    for region in advisor.get("regions", []):
+        lines.append(
+            f"  {region['name']:<44} {_fmt(region['requirement_cpus']):>11}  "
+            f"{region['decided_by'] or region['decision']}"
+        )
+    lines += [
+        "",
+        f"  {'REGION':<20} {'INDICATOR':<20} {'CURRENT':>9} {'TARGET':>9} "
+        f"{'ERROR':>7} {'P':>7} {'I':>7} {'D':>7} {'WANTS':>7}",
+    ]
+    for t in advisor.get("indicators", []):
+        region = t["region"] if len(t["region"]) <= 20 else t["region"][:17] + "..."
+        lines.append(
+            f"  {region:<20} {t['indicator']:<20} {_fmt(t['current'], 3):>9} "
+            f"{_fmt(t['target'], 3):>9} {_fmt(t['error'], 3):>7} {_fmt(t['p'], 3):>7} "
+            f"{_fmt(t['i'], 3):>7} {_fmt(t['d'], 3):>7} {_fmt(t['candidate_cpus']):>7}"
+            + ("  BREACH" if t.get("breach") else "")
+        )
+    memory = advisor.get("reclaim_memory_limit_bytes")
+    lines += [
+        "",
+        "reclaimed pods get",
+        f"  allocatable CPUs   {_fmt(advisor['allocatable_cpus'])}",
+        f"  headroom           {_fmt(advisor['headroom_cpus'])} CPUs",
+        f"  lent (quota)       {_fmt(advisor['reclaim_cpus'])} CPUs "
+        f"(target {_fmt(advisor['reclaim_target_cpus'])}; cfs_quota_us "
+        f"{advisor['reclaim_quota_us']} on {advisor.get('reclaimed_cgroup') or '-'})",
+        f"  own cpuset         {advisor['reclaim_pool_cpus']} CPUs (0: shares the share pool)",
+        f"  memory limit       {memory // 2**20 if isinstance(memory, int) else '-'} MiB",
+    ]
+    return lines
+
+
+def _status(args: argparse.Namespace) -> int:
+    url = f"http://{args.addr}/status"
+    try:
+        # urllib rather than an HTTP client library: one local GET, and the operator
+        # CLI stays importable without the agent's dependencies.
+        with urllib.request.urlopen(url, timeout=args.timeout) as response:
+            status = json.load(response)
+    except (OSError, ValueError) as exc:
+        print(f"katalyst status: cannot read {url}: {exc}", file=sys.stderr)
+        return 1
+    if not isinstance(status, dict):
+        print(f"katalyst status: {url} did not answer a JSON object", file=sys.stderr)
+        return 1
+    if args.output == "json":
+        print(json.dumps(status, indent=2))
+    else:
+        print("\n".join(_status_lines(status)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (also used to document the CLI)."""
     parser = base_parser("katalyst", __doc__.split("\n\n")[0] if __doc__ else None)
@@ -102,6 +180,17 @@ def build_parser() -> argparse.ArgumentParser:
     describe.add_argument("--sysfs", default="/sys", help="sysfs root (default /sys)")
     describe.add_argument("-o", "--output", choices=["text", "json"], default="text")
     describe.set_defaults(func=_describe)
+    status = sub.add_parser(
+        "status", help="a running agent's regions, indicators, pools and headroom"
+    )
+    status.add_argument(
+        "--addr",
+        default="127.0.0.1:9316",
+        help="the agent's --metrics-addr (default 127.0.0.1:9316)",
+    )
+    status.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
+    status.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    status.set_defaults(func=_status)
     return parser
 
 

@@ -239,10 +239,11 @@ class AdvisorLoop:
                 cgroup, quota_us=plan.quota_us(CFS_PERIOD_US), period_us=CFS_PERIOD_US
             ),
         )
-        self._write(
-            "memory_limit",
-            lambda: self._driver.set_memory_limit(cgroup, plan.reclaim_memory_limit),
-        )
+        # The kernel keeps limits in whole pages; writing the rounded value keeps
+        # read-compare-write from seeing a change every period.
+        page = self._driver.fs.page_size
+        limit = plan.reclaim_memory_limit - plan.reclaim_memory_limit % page
+        self._write("memory_limit", lambda: self._driver.set_memory_limit(cgroup, limit))
 
     def _write(self, setting: str, write: Callable[[], bool]) -> None:
         try:

@@ -81,3 +81,60 @@ def test_console_scripts_are_installed(script: str) -> None:
     done = subprocess.run([path, "--version"], capture_output=True, text=True, check=False)
     assert done.returncode == 0
     assert __version__ in done.stdout
+
+
+def test_status_of_an_agent_that_does_not_answer_is_exit_1_with_the_url(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Port 9 (discard) on loopback: nothing listens there in a test machine.
+    assert cli.main(["status", "--addr", "127.0.0.1:9", "--timeout", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "http://127.0.0.1:9/status" in err
+
+
+def test_status_table_names_every_term() -> None:
+    status: dict[str, object] = {
+        "sysadvisor": {
+            "mode": "safety",
+            "breaches": ["share/cpu_usage_ratio"],
+            "cooldown_left": 3,
+            "stale_periods": 0,
+            "allocatable_cpus": 7.0,
+            "headroom_cpus": 0.5,
+            "reclaim_target_cpus": 0.5,
+            "reclaim_cpus": 0.0,
+            "reclaim_pool_cpus": 0,
+            "reclaim_quota_us": 1000,
+            "reclaim_memory_limit_bytes": 2**30,
+            "reclaimed_cgroup": "reclaimed",
+            "regions": [
+                {
+                    "name": "share",
+                    "kind": "share",
+                    "requirement_cpus": 6.5,
+                    "decision": "controlled",
+                    "decided_by": "cpu_usage_ratio",
+                }
+            ],
+            "indicators": [
+                {
+                    "region": "share",
+                    "indicator": "cpu_usage_ratio",
+                    "current": 0.95,
+                    "target": 0.6,
+                    "error": 0.46,
+                    "p": 0.46,
+                    "i": 0.0,
+                    "d": 0.0,
+                    "candidate_cpus": 6.5,
+                    "breach": True,
+                }
+            ],
+        }
+    }
+    text = "\n".join(cli._status_lines(status))
+    assert "safety mode (breaches: share/cpu_usage_ratio), cool-down 3 periods" in text
+    assert "BREACH" in text
+    assert "cfs_quota_us 1000 on reclaimed" in text
+    assert "1024 MiB" in text
+    assert "no decision yet" in "\n".join(cli._status_lines({"sysadvisor": None}))
