@@ -47,6 +47,7 @@ from agent.observability import (
     AgentCollector,
     ContainerCollector,
     Heartbeat,
+    WritesCollector,
     build_app,
     start_http,
 )
@@ -303,6 +304,7 @@ async def run(
                 heartbeat=heartbeats[0],
             )
             listeners.append(node.allocations_changed)
+            registry.register(WritesCollector(node.applier))
             metrics = _metrics_loop(
                 node.driver,
                 node.containers,
@@ -354,6 +356,7 @@ async def run(
                 watcher, cluster = setup
                 heartbeats.append(heartbeat)
                 listeners.append(cluster.allocations_changed)
+                registry.register(WritesCollector(cluster.applier))
                 metrics = _metrics_loop(
                     cluster.driver,
                     cluster.containers,

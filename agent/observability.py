@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from agent.enforcement.applier import Applier
 from agent.metaserver.metrics import (
     PRESSURE_RESOURCES,
     ContainerRef,
@@ -77,6 +78,17 @@ class ContainerCollector(Collector):
         )
         age.add_metric([], self._loop.age())
         yield age
+        if self._loop.last_pass_s is not None:
+            yield GaugeMetricFamily(
+                "katalyst_metrics_pass_duration_seconds",
+                "How long the metrics loop's last pass took",
+                value=self._loop.last_pass_s,
+            )
+        yield CounterMetricFamily(
+            "katalyst_metrics_failed_passes",
+            "Metrics passes that failed (the previous snapshot was kept)",
+            value=float(self._loop.failed_passes),
+        )
         snapshot = self._loop.snapshot
         if snapshot is None:
             return
@@ -194,6 +206,25 @@ class AgentCollector(Collector):
         yield serving
         yield registered
         yield pods
+
+
+class WritesCollector(Collector):
+    """``katalyst_cgroup_writes_total{setting,outcome}``: every container cgroup write
+    the node's applier made (changed), and the ones that failed or found the cgroup
+    gone."""
+
+    def __init__(self, applier: Applier) -> None:
+        self._applier = applier
+
+    def collect(self) -> Iterable[Metric]:
+        writes = CounterMetricFamily(
+            "katalyst_cgroup_writes",
+            "Container cgroup writes by setting and outcome (changed, failed, gone)",
+            labels=["setting", "outcome"],
+        )
+        for (setting, outcome), count in sorted(self._applier.writes.items()):
+            writes.add_metric([setting, outcome], float(count))
+        yield writes
 
 
 def build_app(

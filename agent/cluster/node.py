@@ -179,6 +179,11 @@ class ClusterNode:
         return self._pods
 
     @property
+    def applier(self) -> Applier:
+        """The applier of every container write (its counters feed /metrics)."""
+        return self._applier
+
+    @property
     def driver(self) -> CgroupDriver:
         """The cgroup driver (its base is each hierarchy's root)."""
         return self._driver

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -94,6 +95,9 @@ class Applier:
         self._driver = driver
         self._proc = proc_root
         self._unsupported: set[str] = set()
+        self.writes: Counter[tuple[str, str]] = Counter()
+        """(setting, outcome) -> count of container writes: ``changed``, ``failed``
+        (a setting that raised) or ``gone`` (the cgroup vanished: pod churn)."""
 
     def apply(self, target: ContainerTarget) -> ApplyResult:
         """Bring the container to ``target``; return what changed."""
@@ -123,10 +127,21 @@ class Applier:
                 changed.append("oom_score_adj")
         except CgroupNotFound:
             log.debug("cgroup %s vanished while it was being updated (pod churn)", cg)
+            self._count(changed)
+            self.writes["container", "gone"] += 1
             return ApplyResult(tuple(changed), gone=True)
+        except (CgroupError, ValueError):
+            self._count(changed)
+            self.writes["container", "failed"] += 1
+            raise
+        self._count(changed)
         if changed:
             log.info("container cgroup %s: updated %s", cg, ", ".join(changed))
         return ApplyResult(tuple(changed))
+
+    def _count(self, changed: list[str]) -> None:
+        for name in changed:
+            self.writes[name, "changed"] += 1
 
     def _optional(self, name: str, write: Callable[[], bool]) -> bool:
         try:

@@ -19,6 +19,7 @@ import asyncio
 import logging
 import os
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -435,6 +436,8 @@ class MetricsLoop:
         self._stopped = False
         self._overrunning = False
         self.failed_passes = 0
+        self.last_pass_s: float | None = None
+        """Wall time the last successful pass took (reading every file), seconds."""
         """Passes that raised (logged); their snapshot was not replaced."""
 
     @property
@@ -506,6 +509,7 @@ class MetricsLoop:
 
     async def _pass(self) -> None:
         at = self._clock.monotonic()
+        started = time.perf_counter()
         try:
             # Listed here, on the event loop, because the owner of the containers
             # changes them from the event loop.
@@ -515,6 +519,7 @@ class MetricsLoop:
             self.failed_passes += 1
             log.exception("metrics pass failed; keeping the previous snapshot")
             return
+        self.last_pass_s = time.perf_counter() - started
         self._seq += 1
         self._snapshot = MetricsSnapshot(
             seq=self._seq, at=at, containers=MappingProxyType(containers), node=node

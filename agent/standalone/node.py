@@ -154,6 +154,11 @@ class LocalNode:
         return self._pods
 
     @property
+    def applier(self) -> Applier:
+        """The applier of every container write (its counters feed /metrics)."""
+        return self._applier
+
+    @property
     def driver(self) -> CgroupDriver:
         """The cgroup driver whose base is the node's cgroup root."""
         return self._driver

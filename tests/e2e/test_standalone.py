@@ -153,6 +153,8 @@ async def test_a_shared_and_a_reclaimed_pod_run_in_their_cgroups(
         assert burn_cpu is not None, "no series for the burn container after 5 s"
         assert float(burn_cpu.rsplit(" ", 1)[1]) > 0
         assert "katalyst_metrics_snapshot_age_seconds" in metrics
+        assert "katalyst_metrics_pass_duration_seconds" in metrics
+        assert 'katalyst_cgroup_writes_total{outcome="changed",setting="cpuset"}' in metrics
         assert 'katalyst_container_memory_usage_bytes{container="server"' in metrics
         # Removing a manifest stops that pod and removes its cgroup.
         (folder / "batch.yaml").unlink()

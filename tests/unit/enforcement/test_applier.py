@@ -13,7 +13,7 @@ from agent.qrm.memory.policy import (
     OOM_SCORE_ADJ_ANNOTATION,
 )
 from agent.qrm.types import AllocationInfo
-from katalyst.cgroup import open_driver
+from katalyst.cgroup import CgroupError, open_driver
 from katalyst.cgroup.fake import FakeCgroupFS
 from katalyst.cpuset import CPUSet
 from katalyst.qos import QoSLevel
@@ -101,3 +101,18 @@ def test_an_unsupported_setting_is_skipped_and_logged_once(
         assert applier.apply(target).changed == ()
     warnings = [r for r in caplog.records if "memory_low is not supported" in r.getMessage()]
     assert len(warnings) == 1
+
+
+def test_writes_are_counted_by_setting_and_outcome() -> None:
+    driver = open_driver(FakeCgroupFS.hybrid(cpus="0-3"))
+    driver.create("p/c")
+    applier = Applier(driver)
+    target = ContainerTarget(cgroup="p/c", cpus=CPUSet.parse("1-2"), cpu_shares=2)
+    applier.apply(target)
+    applier.apply(target)  # nothing changes the second time: nothing counted
+    assert applier.writes == {("cpuset", "changed"): 1, ("cpu_shares", "changed"): 1}
+    applier.apply(ContainerTarget(cgroup="gone/c", cpus=CPUSet.parse("1")))
+    assert applier.writes["container", "gone"] == 1
+    with pytest.raises(CgroupError, match=r"cpuset\.cpus"):
+        applier.apply(ContainerTarget(cgroup="p/c", cpus=CPUSet.parse("7")))
+    assert applier.writes["container", "failed"] == 1
