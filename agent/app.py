@@ -39,6 +39,7 @@ from agent.eviction.sampling import build_sample
 from agent.metaserver.apiserver import (
     ApiServerError,
     ApiServerEvictionClient,
+    ApiServerReportClient,
     PodWatcher,
     connect,
 )
@@ -55,6 +56,16 @@ from agent.qrm.checkpoints import restore_or_new
 from agent.qrm.cpu import CPUPolicy
 from agent.qrm.memory import MemoryPolicy
 from agent.qrm.server import OnChange, PluginServer, PluginServerError
+from agent.reporter import (
+    ReclaimSample,
+    Reporter,
+    ReporterCollector,
+    ReportLoop,
+    ReportPlanner,
+    cpu_weights,
+    numa_sockets,
+)
+from agent.reporter import status as reporter_status
 from agent.standalone.kubelet import LocalKubelet
 from agent.standalone.node import RECLAIMED_ROOT, LocalNode
 from agent.standalone.runtime import ContainerLogs
@@ -67,7 +78,7 @@ from katalyst.checkpoint import CheckpointStore
 from katalyst.clock import Clock, MonotonicClock
 from katalyst.logsetup import configure_logging
 from katalyst.qos import PodView
-from katalyst.topology import TopologyError, read_cpu_topology, read_numa_memory
+from katalyst.topology import CPUTopology, TopologyError, read_cpu_topology, read_numa_memory
 
 log = logging.getLogger(__name__)
 PROG = "katalyst-agent"
@@ -191,7 +202,7 @@ def _control_loops(
     heartbeats: list[Heartbeat],
     status_parts: dict[str, Callable[[], Mapping[str, object]]],
     clock: Clock,
-) -> list[_Loop]:
+) -> tuple[AdvisorLoop, EvictionLoop]:
     """The sysadvisor (headroom -> reclaim pool, quota, memory limit) and the eviction
     manager, both driven by the metrics loop's snapshots."""
     advisor_beat = Heartbeat("sysadvisor", max_age=max(30.0, 10 * config.sysadvisor.period_s))
@@ -228,7 +239,52 @@ def _control_loops(
     eviction = EvictionLoop(
         manager, evictor, next_sample=next_sample, clock=clock, heartbeat=eviction_beat
     )
-    return [advisor, eviction]
+    return advisor, eviction
+
+
+def _report_loop(
+    config: AgentConfig,
+    *,
+    metrics: MetricsLoop,
+    advisor: AdvisorLoop,
+    cpu: CPUPolicy,
+    memory: MemoryPolicy,
+    topology: CPUTopology,
+    client: ApiServerReportClient,
+    registry: CollectorRegistry,
+    heartbeats: list[Heartbeat],
+    status_parts: dict[str, Callable[[], Mapping[str, object]]],
+    clock: Clock,
+) -> ReportLoop:
+    """The reporter: the sysadvisor's lend, smoothed, as the Node's extended resources
+    and the node's CNR (cluster modes only: a standalone node has no API server)."""
+    numa_cpus = topology.numa_nodes()
+    snapshot: list[MetricsSnapshot | None] = [None]
+
+    async def next_sample() -> ReclaimSample | None:
+        snapshot[0] = await metrics.next_snapshot(snapshot[0])
+        latest = advisor.latest
+        if latest is None:
+            return None
+        return ReclaimSample(
+            cpus=latest.plan.reclaim_cpus,
+            memory_bytes=latest.plan.reclaim_memory_limit,
+            cpu_weights=cpu_weights(cpu.pools()["reclaim"], numa_cpus),
+            memory_weights=dict(memory.topology_capacity()["memory"].allocatable),
+        )
+
+    beat = Heartbeat("reporter", max_age=120.0)
+    heartbeats.append(beat)
+    report = ReportLoop(
+        ReportPlanner(config.reporter, numa_sockets=numa_sockets(topology), clock=clock),
+        Reporter(client, node_name=config.node_name),
+        next_sample=next_sample,
+        clock=clock,
+        heartbeat=beat,
+    )
+    registry.register(ReporterCollector(report))
+    status_parts["reporter"] = lambda: reporter_status(report)
+    return report
 
 
 async def run(
@@ -314,7 +370,7 @@ async def run(
                 period=config.sysadvisor.period_s,
             )
             local = node
-            controls = _control_loops(
+            controls: tuple[_Loop, ...] = _control_loops(
                 config,
                 metrics=metrics,
                 cpu=cpu,
@@ -366,7 +422,7 @@ async def run(
                     period=config.sysadvisor.period_s,
                 )
                 registry.register(ClusterCollector(node=cluster, watcher=watcher))
-                controls = _control_loops(
+                advisor, eviction = _control_loops(
                     config,
                     metrics=metrics,
                     cpu=cpu,
@@ -384,6 +440,20 @@ async def run(
                     status_parts=status_parts,
                     clock=clock,
                 )
+                report = _report_loop(
+                    config,
+                    metrics=metrics,
+                    advisor=advisor,
+                    cpu=cpu,
+                    memory=memory,
+                    topology=read_cpu_topology(sysfs),
+                    client=ApiServerReportClient(watcher.api),
+                    registry=registry,
+                    heartbeats=heartbeats,
+                    status_parts=status_parts,
+                    clock=clock,
+                )
+                controls = (advisor, eviction, report)
                 if node_ready is not None:
                     node_ready.set()
                 async with asyncio.TaskGroup() as loops:

@@ -23,6 +23,7 @@ import yaml
 
 from agent.errors import ConfigError
 from agent.eviction.config import EvictionConfig
+from agent.reporter.config import ReporterConfig
 from agent.sysadvisor.config import AdvisorConfig
 from katalyst.cgroup import validate_cgroup_path
 from katalyst.cgroup.errors import CgroupInvalidValue
@@ -79,6 +80,8 @@ class AgentConfig:
     """The headroom loop (``sysadvisor:`` section of the config file only)."""
     eviction: EvictionConfig = field(default_factory=EvictionConfig)
     """The eviction manager (``eviction:`` section of the config file only)."""
+    reporter: ReporterConfig = field(default_factory=ReporterConfig)
+    """The reporter of reclaimed capacity (``reporter:`` section of the config file only)."""
 
 
 # Flag name -> (field, help). The single table keeps --help, the environment
@@ -106,8 +109,8 @@ def build_parser(prog: str = "katalyst-agent") -> argparse.ArgumentParser:
         prog,
         "The node agent. Settings come from --config FILE (YAML, keys as the flags with "
         f"underscores), then {ENV_PREFIX}<FLAG> environment variables, then flags. The "
-        "file alone may also hold the sections sysadvisor: (docs/headroom.md) and "
-        "eviction: (docs/eviction.md).",
+        "file alone may also hold the sections sysadvisor: (docs/headroom.md), "
+        "eviction: (docs/eviction.md) and reporter: (docs/reporter.md).",
     )
     parser.add_argument("--config", metavar="FILE", help="YAML file with any of the settings below")
     for name, text in _FIELDS:
@@ -181,6 +184,7 @@ def _convert(name: str, raw: object, source: str) -> object:
 _SECTIONS: Mapping[str, Callable[[Mapping[str, object]], object]] = {
     "sysadvisor": lambda m: AdvisorConfig.from_mapping(m, where="sysadvisor"),
     "eviction": lambda m: EvictionConfig.from_mapping(m, where="eviction"),
+    "reporter": lambda m: ReporterConfig.from_mapping(m, where="reporter"),
 }
 
 

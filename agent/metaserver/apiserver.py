@@ -381,3 +381,97 @@ class ApiServerEvictionClient:
             # truncated body is not: the evictor treats both as "no answer".
             raise ConnectionError(f"API server: {exc}") from exc
         return resp.status, raw.decode("utf-8", "replace")
+
+
+_CNR_PATH = "/apis/node.katalyst.kubewharf.io/v1alpha1/customnoderesources"
+_MERGE_PATCH = "application/merge-patch+json"
+
+
+class ApiServerReportClient:
+    """``agent.reporter.ReportClient`` over the official client: the Node's status and
+    the node's CustomNodeResource (``node.katalyst.kubewharf.io/v1alpha1``,
+    cluster-scoped, with the status subresource).
+
+    Written on the client's raw calls (``param_serialize`` then ``call_api``), as
+    :class:`ApiServerEvictionClient` is: the bodies go out as the JSON the reporter
+    built (``CoreV1Api.patch_node_status`` would pick a strategic merge patch, and a
+    CNR has no generated model at all), every answer comes back as a status code
+    rather than an ``ApiException``, and authentication, TLS and the connection pool
+    stay the client's. Both patches are JSON merge patches: custom resources take no
+    strategic merge patch (415).
+    """
+
+    def __init__(self, api: k8s_client.ApiClient, *, request_timeout_s: float = 30.0) -> None:
+        self._api = api
+        self._timeout = request_timeout_s
+
+    async def patch_node_status(self, name: str, body: Mapping[str, Any]) -> int:
+        """PATCH ``/api/v1/nodes/{name}/status`` (merge patch); the HTTP status."""
+        status, _ = await self._call(
+            "PATCH", "/api/v1/nodes/{name}/status", {"name": name}, body, _MERGE_PATCH
+        )
+        return status
+
+    async def get_cnr(self, name: str) -> dict[str, Any] | None:
+        """GET the CNR ``name``: the object, None on 404, ``ConnectionError`` otherwise."""
+        status, text = await self._call("GET", _CNR_PATH + "/{name}", {"name": name})
+        if status == 404:
+            return None
+        if not 200 <= status < 300:
+            raise ConnectionError(f"CNR {name}: HTTP {status}: {text[:200]}")
+        try:
+            body = json.loads(text)
+        except ValueError as exc:
+            raise ConnectionError(f"CNR {name}: the API server sent no JSON: {exc}") from exc
+        if not isinstance(body, dict):
+            raise ConnectionError(f"CNR {name}: expected a JSON object, got {text[:80]!r}")
+        return body
+
+    async def create_cnr(self, body: Mapping[str, Any]) -> int:
+        """POST a CNR; the HTTP status."""
+        status, _ = await self._call("POST", _CNR_PATH, {}, body, "application/json")
+        return status
+
+    async def patch_cnr_status(self, name: str, body: Mapping[str, Any]) -> int:
+        """PATCH the CNR's ``/status`` (merge patch); the HTTP status."""
+        status, _ = await self._call(
+            "PATCH", _CNR_PATH + "/{name}/status", {"name": name}, body, _MERGE_PATCH
+        )
+        return status
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        path_params: Mapping[str, str],
+        body: Mapping[str, Any] | None = None,
+        content_type: str | None = None,
+    ) -> tuple[int, str]:
+        header_params = {"Accept": "application/json"}
+        if content_type is not None:
+            header_params["Content-Type"] = content_type
+        method, url, headers, data, post_params = await self._api.param_serialize(
+            method=method,
+            resource_path=path,
+            path_params=dict(path_params),
+            header_params=header_params,
+            body=None if body is None else dict(body),
+            auth_settings=["BearerToken"],
+        )
+        try:
+            resp = await self._api.call_api(
+                method,
+                url,
+                header_params=headers,
+                body=data,
+                post_params=post_params,
+                _request_timeout=self._timeout,
+            )
+            try:
+                raw: bytes = await resp.response.read()
+            finally:
+                resp.response.release()
+        except aiohttp.ClientError as exc:
+            # A dropped connection or a truncated body is not an OSError: make it one.
+            raise ConnectionError(f"API server: {exc}") from exc
+        return resp.status, raw.decode("utf-8", "replace")

@@ -20,7 +20,7 @@ from agent.config import AgentConfig, Mode
 from katalyst.cgroup import CgroupDriver, open_driver
 from katalyst.cgroup.fake import FakeCgroupFS
 from katalyst.cpuset import CPUSet
-from tests.support.apiserver import FakeApiServer
+from tests.support.apiserver import FakeApiServer, node_manifest
 from tests.support.kubelet import Container, KubeletEmulator, Pod
 from tests.unit.qrm.cpu.machines import write_numa_machine
 
@@ -111,6 +111,7 @@ async def cluster() -> AsyncIterator[Cluster]:
     driver = open_driver(FakeCgroupFS.hybrid(cpus="0-15", mems="0-1"))
     driver.create("kubepods")
     async with FakeApiServer() as api:
+        api.create_node(node_manifest(NODE))  # the kubelet registered it
         yield Cluster(api, driver)
 
 
@@ -178,8 +179,21 @@ async def test_orm_places_pods_from_the_api_server_and_keeps_them_across_a_resta
             lambda: cluster.cpus(shared) == CPUSet.parse("2-15").difference(exclusive),
             "the share pool to shrink",
         )
+        # The reporter publishes what the sysadvisor lends, on the Node and the CNR.
+        reclaimed = "resource.katalyst.kubewharf.io/reclaimed_millicpu"
+
+        def reported() -> bool:
+            node = cluster.api.get_node(NODE) or {}
+            return reclaimed in node.get("status", {}).get("allocatable", {})
+
+        await eventually(reported, "the reclaimed resources on the Node")
+        cnr = cluster.api.get_cnr(NODE)
+        assert cnr is not None
+        assert reclaimed in cnr["status"]["resources"]["allocatable"]
+        assert {z["type"] for z in cnr["status"]["topologyZone"]} == {"Socket"}
         text = await metrics(address)
         assert "katalyst_apiserver_synced 1.0" in text
+        assert 'katalyst_reporter_writes_total{outcome="written",target="node"}' in text
         assert 'katalyst_node_pods{state="enforced"} 2.0' in text
         # Only pods bound to this node were asked for.
         assert all(

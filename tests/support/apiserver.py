@@ -1,4 +1,4 @@
-"""An in-process fake of the kube-apiserver's core/v1 Pod API, for tests.
+"""An in-process fake of the kube-apiserver (pods, nodes, Katalyst CNRs), for tests.
 
 :class:`FakeApiServer` serves plain HTTP on an ephemeral port of 127.0.0.1 (aiohttp)
 and speaks the wire format of the real API server closely enough for the official
@@ -43,21 +43,56 @@ What it fakes, and how faithfully:
 * Eviction honours ``deleteOptions.preconditions.uid``: a pod whose UID differs is
   not deleted, 409 ``Conflict`` with the real message ("Precondition failed: UID in
   precondition: ..."). A body whose ``kind`` is not ``Eviction`` is a 400.
+* Nodes (cluster-scoped): ``GET /api/v1/nodes/{name}`` (and ``/status``), ``PATCH``
+  of the node and of its ``/status``. Patches are ``application/merge-patch+json``
+  (RFC 7386: maps merge, ``null`` deletes, lists are replaced) or
+  ``application/strategic-merge-patch+json`` (the same, except that
+  ``status.conditions``, ``status.addresses`` and ``status.volumesAttached`` merge by
+  their patch merge key; ``$patch``-style directives are a 400). The node strategies
+  apply: a ``/status`` patch keeps the spec (and may change metadata), a patch of
+  the node keeps the status. Quantities of ``status.capacity``/``allocatable`` are
+  stored in their canonical form (``"2000"`` reads back as ``"2k"``; a bad one is a
+  400 with apimachinery's message). Tests register nodes with
+  :meth:`~FakeApiServer.create_node` (:func:`node_manifest` builds one) and play the
+  kubelet with :meth:`~FakeApiServer.update_node`.
+* CustomNodeResources (``node.katalyst.kubewharf.io/v1alpha1``, cluster-scoped, with
+  the status subresource, as katalyst-api's CRD): ``POST`` (the status of a create is
+  dropped, uid/creationTimestamp/``generation: 1`` set, 409 ``AlreadyExists``, 422
+  without a name, 400 for a wrong ``apiVersion``/``kind``), ``GET`` (and ``/status``),
+  ``PATCH`` of the object (status ignored; a spec change bumps ``generation``) and of
+  ``/status`` (only the status is taken). Custom resources take no strategic merge
+  patch: 415 ``UnsupportedMediaType`` with the real message. The CRD schema's rules a
+  status writer can break are checked (422 ``Invalid``: ``status.resources`` and each
+  top-level zone's ``type`` and ``resources`` are required, quantities must match the
+  CRD's pattern) and its default applied (``status.topologyPolicy: none``).
+* Preconditions on every PATCH: a ``metadata.resourceVersion`` in the patch that is
+  not the stored one is a 409 ``Conflict`` ("the object has been modified; please
+  apply your changes to the latest version and try again"); a different
+  ``metadata.uid`` is a 409 too ("Precondition failed: UID in precondition: ...").
+  Nodes and CNRs share the global resourceVersion but not the pod watch history.
 * Errors are ``Status`` objects with the real ``reason`` and ``code``, and the real
   messages where a client might look at them (``pods "x" not found``, ``pods "x"
-  already exists``, ``the server could not find the requested resource``).
+  already exists``, ``nodes "x" not found``,
+  ``customnoderesources.node.katalyst.kubewharf.io "x" not found``, ``the server
+  could not find the requested resource``).
 * Bearer-token authentication: a wrong token is 401; no token is
   ``system:anonymous``, who may read ``/version`` and the health endpoints but is
-  403 on pods (the default RBAC of a real cluster).
+  403 on pods, nodes and CNRs (the default RBAC of a real cluster).
 * Test hooks: :meth:`~FakeApiServer.compact`, :meth:`~FakeApiServer.drop_watches`
   (clean end or TCP abort), :meth:`~FakeApiServer.fail_next`,
   :meth:`~FakeApiServer.wait_for_watches`, :attr:`~FakeApiServer.requests`,
-  :attr:`~FakeApiServer.evictions`, :attr:`~FakeApiServer.events`; :func:`pod_manifest`
-  builds a minimal pod.
+  :attr:`~FakeApiServer.patches`, :attr:`~FakeApiServer.evictions`,
+  :attr:`~FakeApiServer.events`, the node and CNR methods (``create_``, ``get_``,
+  ``update_``, ``delete_``; :meth:`~FakeApiServer.create_cnr` keeps the status given,
+  as another writer would have left it); :func:`pod_manifest` builds a minimal pod.
 
 What it leaves out: every other resource and API group (namespaces need not exist;
-Events can be created but not read, listed, watched or updated over HTTP),
-update/patch over HTTP (405; tests change pods with :meth:`~FakeApiServer.update_pod`),
+Events can be created but not read, listed, watched or updated over HTTP), listing
+and watching nodes and CNRs, deleting them over HTTP, ``PUT``, JSON patch and apply
+patches (415, naming this fake), strategic-merge ``$patch`` directives, binary-unit
+canonical forms (``"1024Ki"`` stays as sent; the real server writes ``"1Mi"``),
+update/patch of pods over HTTP (405; tests change pods with
+:meth:`~FakeApiServer.update_pod`),
 graceful deletion (``deletionTimestamp``; deletes are immediate), PodDisruptionBudgets
 (every eviction is allowed; use :meth:`~FakeApiServer.fail_next` with 429 for a
 blocked one), admission and defaulting (only ``status.phase: Pending`` is set on
@@ -79,6 +114,7 @@ import bisect
 import copy
 import json
 import logging
+import re
 import secrets
 import socket
 import string
@@ -94,6 +130,9 @@ from typing import Any, Final, Literal, NamedTuple, Self
 import yaml
 from aiohttp import web
 
+from katalyst.qos import QoSValidationError
+from katalyst.qos.quantity import parse_quantity
+
 log = logging.getLogger(__name__)
 
 PodJSON = dict[str, Any]
@@ -104,6 +143,17 @@ EventType = Literal["ADDED", "MODIFIED", "DELETED"]
 DEFAULT_TOKEN: Final = "katalyst-fake-apiserver-token"  # noqa: S105 - a test credential
 
 _JSON: Final = "application/json"
+MERGE_PATCH: Final = "application/merge-patch+json"
+STRATEGIC_MERGE_PATCH: Final = "application/strategic-merge-patch+json"
+JSON_PATCH: Final = "application/json-patch+json"
+APPLY_PATCH: Final = "application/apply-patch+yaml"
+
+CNR_GROUP: Final = "node.katalyst.kubewharf.io"
+CNR_VERSION: Final = "v1alpha1"
+CNR_PLURAL: Final = "customnoderesources"
+CNR_KIND: Final = "CustomNodeResource"
+CNR_PATH: Final = f"/apis/{CNR_GROUP}/{CNR_VERSION}/{CNR_PLURAL}"
+"""The CNR collection (cluster-scoped, as katalyst-api's CRD declares it)."""
 
 # The `reason` the API server puts in a Status for each code it uses
 # (k8s.io/apimachinery/pkg/apis/meta/v1/types.go, StatusReason*).
@@ -115,6 +165,7 @@ _REASONS: Final[Mapping[int, str]] = {
     405: "MethodNotAllowed",
     409: "Conflict",
     410: "Expired",
+    415: "UnsupportedMediaType",
     422: "Invalid",
     429: "TooManyRequests",
     500: "InternalError",
@@ -205,27 +256,43 @@ def _not_found(name: str) -> ApiError:
 def _forbidden_for_anonymous(request: web.Request) -> ApiError:
     """The 403 that the default RBAC gives ``system:anonymous`` for ``request``."""
     user = 'User "system:anonymous"'
-    if not request.path.startswith("/api/v1/") or request.match_info.http_exception:
-        return ApiError(403, f'forbidden: {user} cannot get path "{request.path}"', details={})
+    path = request.path
+    if request.match_info.http_exception:
+        return ApiError(403, f'forbidden: {user} cannot get path "{path}"', details={})
     ns = request.match_info.get("namespace")
     name = request.match_info.get("name")
-    if request.path.endswith("/eviction"):
+    group = ""
+    if path.startswith(CNR_PATH):
+        group, kind = CNR_GROUP, CNR_PLURAL
+    elif path.startswith("/api/v1/nodes"):
+        kind = "nodes"
+    elif path.startswith("/api/v1/"):
+        kind = "events" if path.endswith("/events") else "pods"
+    else:
+        return ApiError(403, f'forbidden: {user} cannot get path "{path}"', details={})
+    resource = kind
+    if path.endswith("/eviction"):
         verb, resource = "create", "pods/eviction"
-    elif request.path.endswith("/events"):
-        verb, resource = "create", "events"
     elif request.method == "GET":
         verb = "get" if name else "watch" if request.query.get("watch") in _TRUE else "list"
-        resource = "pods"
     else:
-        verb, resource = {"POST": "create", "DELETE": "delete"}.get(request.method, "get"), "pods"
+        verb = {"POST": "create", "DELETE": "delete", "PATCH": "patch", "PUT": "update"}.get(
+            request.method, "get"
+        )
+    if name and path.endswith("/status"):
+        resource = f"{kind}/status"
     scope = f'in the namespace "{ns}"' if ns else "at the cluster scope"
-    kind = "events" if resource == "events" else "pods"
-    subject = f'{kind} "{name}"' if name else kind
+    qualified = f"{kind}.{group}" if group else kind
+    subject = f'{qualified} "{name}"' if name else qualified
+    details: PodJSON = {"name": name} if name else {}
+    if group:
+        details["group"] = group
+    details["kind"] = kind
     return ApiError(
         403,
         f'{subject} is forbidden: {user} cannot {verb} resource "{resource}" '
-        f'in API group "" {scope}',
-        details={"name": name, "kind": kind} if name else {"kind": kind},
+        f'in API group "{group}" {scope}',
+        details=details,
     )
 
 
@@ -441,6 +508,263 @@ def _parse_bool(query: Mapping[str, str], name: str) -> bool:
     raise ApiError(400, f'{name}: Invalid value: "{value}": not a boolean')
 
 
+class RecordedPatch(NamedTuple):
+    """A PATCH the server saw: where, as what, and the decoded body."""
+
+    path: str
+    content_type: str
+    body: Any
+
+
+def json_merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386: ``patch`` applied to ``target`` (neither is modified)."""
+    if not isinstance(patch, Mapping):
+        return copy.deepcopy(patch)
+    out = copy.deepcopy(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = json_merge_patch(out.get(key), value)
+    return out
+
+
+# The Node's lists that a strategic merge patch merges by key rather than replaces
+# (the patchMergeKey tags of k8s.io/api/core/v1 NodeStatus); every other list is
+# replaced, as a JSON merge patch would.
+_NODE_MERGE_KEYS: Final[Mapping[tuple[str, ...], str]] = {
+    ("status", "conditions"): "type",
+    ("status", "addresses"): "type",
+    ("status", "volumesAttached"): "name",
+}
+
+
+def _strategic_merge(
+    target: Any, patch: Any, keys: Mapping[tuple[str, ...], str], path: tuple[str, ...] = ()
+) -> Any:
+    if isinstance(patch, Mapping):
+        out = copy.deepcopy(target) if isinstance(target, dict) else {}
+        for key, value in patch.items():
+            if str(key).startswith("$"):
+                raise ApiError(400, f"this fake does not implement the directive {key!r}")
+            if value is None:
+                out.pop(key, None)
+            else:
+                out[key] = _strategic_merge(out.get(key), value, keys, (*path, str(key)))
+        return out
+    merge_key = keys.get(path)
+    if isinstance(patch, list) and merge_key is not None and isinstance(target, list):
+        out_list = copy.deepcopy(target)
+        for item in patch:
+            index = next(
+                (
+                    i
+                    for i, old in enumerate(out_list)
+                    if isinstance(old, Mapping)
+                    and isinstance(item, Mapping)
+                    and old.get(merge_key) == item.get(merge_key)
+                ),
+                None,
+            )
+            if index is None:
+                out_list.append(copy.deepcopy(item))
+            else:
+                out_list[index] = _strategic_merge(out_list[index], item, keys, path)
+        return out_list
+    return copy.deepcopy(patch)
+
+
+# apimachinery's quantity regular expression, as the Node decoder reports it.
+_QUANTITY_RE: Final = "^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
+# The CRD's OpenAPI pattern for a quantity (controller-gen's for resource.Quantity).
+_CRD_QUANTITY_RE: Final = re.compile(
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|"
+    r"([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+_BINARY_SUFFIXES: Final = ("Ki", "Mi", "Gi", "Ti", "Pi", "Ei")
+
+
+def _canonical_quantity(value: object, where: str) -> str:
+    """A Node quantity as the API server stores it: its canonical form (``"2000"`` is
+    ``"2k"``, ``"1500m"`` stays). A binary-suffixed quantity is kept as sent (the
+    real server canonicalizes those too, in binary units; this fake does not)."""
+    text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    if not isinstance(text, str):
+        raise ApiError(400, f"{where}: quantities must be strings or integers, got {value!r}")
+    try:
+        quantity = parse_quantity(text, key=where, allow_negative=True)
+    except QoSValidationError:
+        raise ApiError(
+            400, f"{where}: quantities must match the regular expression '{_QUANTITY_RE}'"
+        ) from None
+    if text.endswith(_BINARY_SUFFIXES):
+        return text
+    return str(quantity)
+
+
+def _canonical_node(node: PodJSON) -> None:
+    status = node.get("status")
+    if not isinstance(status, dict):
+        return
+    for field_name in ("capacity", "allocatable"):
+        resources = status.get(field_name)
+        if isinstance(resources, dict):
+            for key in list(resources):
+                resources[key] = _canonical_quantity(resources[key], f"status.{field_name}[{key}]")
+
+
+def _cnr_invalid(name: str, problem: str) -> ApiError:
+    return ApiError(
+        422,
+        f'{CNR_KIND}.{CNR_GROUP} "{name}" is invalid: {problem}',
+        details={
+            "name": name,
+            "group": CNR_GROUP,
+            "kind": CNR_KIND,
+            "causes": [{"reason": "FieldValueInvalid", "message": problem}],
+        },
+    )
+
+
+def _check_resource_list(name: str, where: str, value: object) -> None:
+    if value is None:
+        return
+    if not isinstance(value, Mapping):
+        raise _cnr_invalid(
+            name,
+            f'{where}: Invalid value: "{type(value).__name__}": {where} '
+            "in body must be of type object",
+        )
+    for key, amount in value.items():
+        text = str(amount) if isinstance(amount, int) and not isinstance(amount, bool) else amount
+        if not isinstance(text, str) or not _CRD_QUANTITY_RE.match(text):
+            raise _cnr_invalid(
+                name,
+                f'{where}.{key}: Invalid value: "{amount}": {where}.{key} in body should '
+                f"match '{_CRD_QUANTITY_RE.pattern}'",
+            )
+
+
+def _check_resources(name: str, where: str, value: object) -> None:
+    if not isinstance(value, Mapping):
+        raise _cnr_invalid(name, f"{where}: Required value")
+    for field_name in ("allocatable", "capacity"):
+        _check_resource_list(name, f"{where}.{field_name}", value.get(field_name))
+
+
+def _validate_cnr_status(cnr: PodJSON) -> None:
+    """The CRD schema's rules on ``status`` that a reporter can break (the required
+    fields, quantities), and its one default (``topologyPolicy: none``)."""
+    name = str(_get(cnr, "metadata", "name") or "")
+    status = cnr.get("status")
+    if status is None:
+        return
+    if not isinstance(status, dict):
+        raise _cnr_invalid(name, "status: Invalid value: status in body must be of type object")
+    _check_resources(name, "status.resources", status.get("resources"))
+    zones = status.get("topologyZone")
+    if zones is not None:
+        if not isinstance(zones, list):
+            raise _cnr_invalid(name, "status.topologyZone: Invalid value: must be of type array")
+        for i, zone in enumerate(zones):
+            where = f"status.topologyZone[{i}]"
+            if not isinstance(zone, Mapping) or not zone.get("type"):
+                raise _cnr_invalid(name, f"{where}.type: Required value")
+            # `children` is schemaless in the CRD (x-kubernetes-preserve-unknown-fields):
+            # only the top-level zones are validated.
+            _check_resources(name, f"{where}.resources", zone.get("resources"))
+    status.setdefault("topologyPolicy", "none")
+
+
+def _kind_not_found(kind: str, name: str, group: str = "") -> ApiError:
+    qualified = f"{kind}.{group}" if group else kind
+    details: PodJSON = {"name": name}
+    if group:
+        details["group"] = group
+    details["kind"] = kind
+    return ApiError(404, f'{qualified} "{name}" not found', details=details)
+
+
+def _modified(kind: str, name: str, group: str = "") -> ApiError:
+    qualified = f"{kind}.{group}" if group else kind
+    details: PodJSON = {"name": name}
+    if group:
+        details["group"] = group
+    details["kind"] = kind
+    return ApiError(
+        409,
+        f'Operation cannot be fulfilled on {qualified} "{name}": the object has been '
+        "modified; please apply your changes to the latest version and try again",
+        reason="Conflict",
+        details=details,
+    )
+
+
+def _restore_system_meta(obj: PodJSON, current: PodJSON) -> None:
+    """Put back what a write may not change: kind, apiVersion, name, uid,
+    creationTimestamp, generation (the caller bumps it)."""
+    for key in ("kind", "apiVersion"):
+        if key in current:
+            obj[key] = current[key]
+    meta = obj.get("metadata")
+    if not isinstance(meta, dict):
+        meta = obj["metadata"] = {}
+    old = current.get("metadata") or {}
+    for key in ("name", "uid", "creationTimestamp", "generation"):
+        if key in old:
+            meta[key] = old[key]
+        else:
+            meta.pop(key, None)
+
+
+def _check_preconditions(
+    merged: PodJSON, current: PodJSON, *, kind: str, name: str, group: str = ""
+) -> None:
+    """A patch that names a resourceVersion or a uid applies only to that version of
+    that object (409 Conflict otherwise), as the apiserver's update preconditions."""
+    raw = merged.get("metadata")
+    meta: PodJSON = raw if isinstance(raw, dict) else {}
+    old = current["metadata"]
+    uid = meta.get("uid")
+    if uid is not None and uid != old.get("uid"):
+        raise ApiError(
+            409,
+            f"Precondition failed: UID in precondition: {uid}, UID in object meta: "
+            f"{old.get('uid')}",
+            reason="Conflict",
+            details={"name": name, "kind": kind},
+        )
+    version = meta.get("resourceVersion")
+    if version is not None and version != old.get("resourceVersion"):
+        raise _modified(kind, name, group)
+
+
+def node_manifest(
+    name: str,
+    *,
+    capacity: Mapping[str, str] | None = None,
+    allocatable: Mapping[str, str] | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> PodJSON:
+    """A minimal Node (wire JSON) for :meth:`FakeApiServer.create_node`; capacity
+    defaults to 4 CPUs, 8 GiB and 110 pods, allocatable to the capacity."""
+    cap = dict(capacity) if capacity is not None else {"cpu": "4", "memory": "8Gi", "pods": "110"}
+    meta: PodJSON = {"name": name}
+    if labels:
+        meta["labels"] = dict(labels)
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": meta,
+        "spec": {},
+        "status": {
+            "capacity": cap,
+            "allocatable": dict(allocatable) if allocatable is not None else dict(cap),
+            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}],
+        },
+    }
+
+
 class FakeApiServer:
     """The fake apiserver; ``async with FakeApiServer() as api: ... api.url``."""
 
@@ -467,7 +791,11 @@ class FakeApiServer:
         self._lock = threading.RLock()
         self._rv = initial_resource_version
         self._compacted_rv = initial_resource_version
+        self.patches: list[RecordedPatch] = []
+        """Every PATCH (path, content type, decoded body), in order, refused ones included."""
         self._pods: dict[tuple[str, str], PodJSON] = {}
+        self._nodes: dict[str, PodJSON] = {}
+        self._cnrs: dict[str, PodJSON] = {}
         self._history: list[_Change] = []
         self._watchers: set[_Watcher] = set()
         self._failures: list[int] = []
@@ -633,6 +961,114 @@ class FakeApiServer:
         except ApiError:
             raise KeyError(f"pod {namespace}/{name} not found") from None
 
+    # --- nodes and CNRs, driven by the test ----------------------------------------
+
+    def nodes(self) -> list[PodJSON]:
+        """Copies of every stored Node, ordered by name."""
+        with self._lock:
+            return [copy.deepcopy(self._nodes[k]) for k in sorted(self._nodes)]
+
+    def get_node(self, name: str) -> PodJSON | None:
+        """A copy of one Node, or None."""
+        with self._lock:
+            node = self._nodes.get(name)
+            return None if node is None else copy.deepcopy(node)
+
+    def create_node(self, node: Mapping[str, Any]) -> PodJSON:
+        """Store a new Node (as the kubelet's registration would) and return the stored
+        copy: ``kind``, ``apiVersion``, ``metadata.uid`` (unless given),
+        ``creationTimestamp`` and ``resourceVersion`` filled in, the quantities of
+        ``status.capacity``/``status.allocatable`` in their canonical form.
+        ``ValueError`` without a name, for a bad quantity, or if it exists."""
+        obj = copy.deepcopy(dict(node))
+        obj.update(kind="Node", apiVersion="v1")
+        meta = obj.setdefault("metadata", {})
+        meta.pop("namespace", None)
+        try:
+            if not meta.get("name"):
+                raise ApiError(422, "a node needs metadata.name")
+            _canonical_node(obj)
+            return self._store_new(self._nodes, obj, kind="nodes")
+        except ApiError as e:
+            raise ValueError(e.message) from None
+
+    def update_node(self, name: str, mutate: Callable[[PodJSON], None]) -> PodJSON:
+        """Apply ``mutate`` to a copy of the Node and store it (as the kubelet's status
+        update would); return the stored copy. ``KeyError`` if there is no such node."""
+        with self._lock:
+            current = self._nodes.get(name)
+            if current is None:
+                raise KeyError(f"node {name} not found")
+            obj = copy.deepcopy(current)
+            mutate(obj)
+            _restore_system_meta(obj, current)
+            _canonical_node(obj)
+            return self._store_update(self._nodes, name, obj, current)
+
+    def delete_node(self, name: str) -> PodJSON:
+        """Delete a Node and return its last state. ``KeyError`` if there is none."""
+        with self._lock:
+            node = self._nodes.pop(name, None)
+            if node is None:
+                raise KeyError(f"node {name} not found")
+            self._rv += 1
+            return _with_rv(node, self._rv)
+
+    def cnrs(self) -> list[PodJSON]:
+        """Copies of every stored CustomNodeResource, ordered by name."""
+        with self._lock:
+            return [copy.deepcopy(self._cnrs[k]) for k in sorted(self._cnrs)]
+
+    def get_cnr(self, name: str) -> PodJSON | None:
+        """A copy of one CustomNodeResource, or None."""
+        with self._lock:
+            cnr = self._cnrs.get(name)
+            return None if cnr is None else copy.deepcopy(cnr)
+
+    def create_cnr(self, cnr: Mapping[str, Any]) -> PodJSON:
+        """Store a new CustomNodeResource *with* the status given (as another writer's
+        create and status update would leave it) and return the stored copy.
+        ``ValueError`` without a name, for a status the CRD's schema refuses, or if it
+        exists."""
+        obj = copy.deepcopy(dict(cnr))
+        obj.update(kind=CNR_KIND, apiVersion=f"{CNR_GROUP}/{CNR_VERSION}")
+        meta = obj.setdefault("metadata", {})
+        meta.pop("namespace", None)
+        meta.setdefault("generation", 1)
+        try:
+            if not meta.get("name"):
+                raise ApiError(422, "a CNR needs metadata.name")
+            _validate_cnr_status(obj)
+            return self._store_new(self._cnrs, obj, kind=CNR_PLURAL, group=CNR_GROUP)
+        except ApiError as e:
+            raise ValueError(e.message) from None
+
+    def update_cnr(self, name: str, mutate: Callable[[PodJSON], None]) -> PodJSON:
+        """Apply ``mutate`` to a copy of the CNR and store it (another writer's update);
+        return the stored copy. ``KeyError`` if there is none, ``ValueError`` for a
+        status the schema refuses."""
+        with self._lock:
+            current = self._cnrs.get(name)
+            if current is None:
+                raise KeyError(f"CNR {name} not found")
+            obj = copy.deepcopy(current)
+            mutate(obj)
+            _restore_system_meta(obj, current)
+            try:
+                _validate_cnr_status(obj)
+            except ApiError as e:
+                raise ValueError(e.message) from None
+            return self._store_update(self._cnrs, name, obj, current)
+
+    def delete_cnr(self, name: str) -> PodJSON:
+        """Delete a CNR and return its last state. ``KeyError`` if there is none."""
+        with self._lock:
+            cnr = self._cnrs.pop(name, None)
+            if cnr is None:
+                raise KeyError(f"CNR {name} not found")
+            self._rv += 1
+            return _with_rv(cnr, self._rv)
+
     def compact(self) -> None:
         """Forget the event history, as etcd compaction and the watch cache's window
         do: a watch from any resourceVersion older than the current one now gets 410.
@@ -725,6 +1161,45 @@ class FakeApiServer:
         self._wake_watchers()
         return copy.deepcopy(stored)
 
+    def _store_new(
+        self, store: dict[str, PodJSON], obj: PodJSON, *, kind: str, group: str = ""
+    ) -> PodJSON:
+        """Store a new cluster-scoped object under its name (409 AlreadyExists)."""
+        meta = obj["metadata"]
+        name = str(meta["name"])
+        with self._lock:
+            if name in store:
+                qualified = f"{kind}.{group}" if group else kind
+                details: PodJSON = {"name": name}
+                if group:
+                    details["group"] = group
+                details["kind"] = kind
+                raise ApiError(
+                    409,
+                    f'{qualified} "{name}" already exists',
+                    reason="AlreadyExists",
+                    details=details,
+                )
+            self._rv += 1
+            meta.setdefault("uid", str(uuid.uuid4()))
+            meta.setdefault("creationTimestamp", _timestamp())
+            meta["resourceVersion"] = str(self._rv)
+            store[name] = copy.deepcopy(obj)
+            return copy.deepcopy(obj)
+
+    def _store_update(
+        self, store: dict[str, PodJSON], name: str, obj: PodJSON, current: PodJSON
+    ) -> PodJSON:
+        """Store ``obj`` over ``current`` (the caller holds the lock); a write that
+        changes nothing keeps the resourceVersion, as the apiserver's no-op updates do."""
+        obj.setdefault("metadata", {})["resourceVersion"] = current["metadata"]["resourceVersion"]
+        if obj == current:
+            return copy.deepcopy(current)
+        self._rv += 1
+        obj["metadata"]["resourceVersion"] = str(self._rv)
+        store[name] = copy.deepcopy(obj)
+        return copy.deepcopy(obj)
+
     def _delete(self, namespace: str, name: str) -> PodJSON:
         with self._lock:
             prev = self._pods.pop((namespace, name), None)
@@ -752,6 +1227,15 @@ class FakeApiServer:
         router.add_delete(ns_pods + "/{name}", self._delete_http)
         router.add_post(ns_pods + "/{name}/eviction", self._evict_http)
         router.add_post("/api/v1/namespaces/{namespace}/events", self._create_event_http)
+        router.add_get("/api/v1/nodes/{name}", self._get_node_http)
+        router.add_get("/api/v1/nodes/{name}/status", self._get_node_http)
+        router.add_patch("/api/v1/nodes/{name}", self._patch_node_http)
+        router.add_patch("/api/v1/nodes/{name}/status", self._patch_node_http)
+        router.add_post(CNR_PATH, self._create_cnr_http)
+        router.add_get(CNR_PATH + "/{name}", self._get_cnr_http)
+        router.add_get(CNR_PATH + "/{name}/status", self._get_cnr_http)
+        router.add_patch(CNR_PATH + "/{name}", self._patch_cnr_http)
+        router.add_patch(CNR_PATH + "/{name}/status", self._patch_cnr_http)
 
     @web.middleware
     async def _middleware(
@@ -986,6 +1470,142 @@ class FakeApiServer:
             obj.update(kind="Event", apiVersion="v1")
             self.events.append(copy.deepcopy(obj))
         return _json_response(obj, 201)
+
+    # --- nodes and CNRs over HTTP ----------------------------------------------------
+
+    async def _read_patch(self, request: web.Request, *, strategic: bool) -> PodJSON:
+        """The decoded body of a PATCH of a supported type (recorded either way)."""
+        content_type = request.content_type
+        raw = await request.read()
+        try:
+            body: Any = json.loads(raw)
+        except ValueError:
+            body = raw.decode("utf-8", "replace")
+        self.patches.append(RecordedPatch(request.path, content_type, body))
+        accepted = [JSON_PATCH, MERGE_PATCH, APPLY_PATCH]
+        if strategic:
+            # Built-in kinds only: custom resources have no Go struct to carry patch tags.
+            accepted.append(STRATEGIC_MERGE_PATCH)
+        if content_type not in accepted:
+            raise ApiError(
+                415,
+                "the body of the request was in an unknown format - accepted media types "
+                "include: " + ", ".join(accepted),
+            )
+        if content_type in (JSON_PATCH, APPLY_PATCH):
+            raise ApiError(415, f"this fake apiserver does not implement {content_type} patches")
+        if isinstance(body, str):
+            raise ApiError(
+                400, f"the body of the request could not be decoded as JSON: {body[:80]!r}"
+            )
+        if not isinstance(body, dict):
+            raise ApiError(400, "the body of the request is not a JSON object")
+        return body
+
+    async def _get_node_http(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        node = self.get_node(name)
+        if node is None:
+            raise _kind_not_found("nodes", name)
+        return _json_response(node)
+
+    async def _patch_node_http(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        status_only = request.path.endswith("/status")
+        patch = await self._read_patch(request, strategic=True)
+        with self._lock:
+            current = self._nodes.get(name)
+            if current is None:
+                raise _kind_not_found("nodes", name)
+            if request.content_type == STRATEGIC_MERGE_PATCH:
+                merged = _strategic_merge(current, patch, _NODE_MERGE_KEYS)
+            else:
+                merged = json_merge_patch(current, patch)
+            _check_preconditions(merged, current, kind="nodes", name=name)
+            # The node strategies: /status keeps the spec (and takes metadata), the main
+            # resource keeps the status (pkg/registry/core/node/strategy.go).
+            kept = "spec" if status_only else "status"
+            if kept in current:
+                merged[kept] = copy.deepcopy(current[kept])
+            else:
+                merged.pop(kept, None)
+            _restore_system_meta(merged, current)
+            _canonical_node(merged)
+            stored = self._store_update(self._nodes, name, merged, current)
+        return _json_response(stored)
+
+    async def _get_cnr_http(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        cnr = self.get_cnr(name)
+        if cnr is None:
+            raise _kind_not_found(CNR_PLURAL, name, CNR_GROUP)
+        return _json_response(cnr)
+
+    async def _create_cnr_http(self, request: web.Request) -> web.StreamResponse:
+        obj = await self._read_json(request)
+        expected = f"{CNR_GROUP}/{CNR_VERSION}"
+        version = obj.get("apiVersion")
+        if version is not None and version != expected:
+            raise ApiError(
+                400,
+                f"the API version in the data ({version}) does not match the expected API "
+                f"version ({expected})",
+            )
+        kind = obj.get("kind")
+        if kind is not None and kind != CNR_KIND:
+            raise ApiError(
+                400, f"the kind in the data ({kind}) does not match the expected kind ({CNR_KIND})"
+            )
+        meta = obj.get("metadata")
+        if not isinstance(meta, dict):
+            meta = obj["metadata"] = {}
+        if not meta.get("name"):
+            raise _cnr_invalid(
+                "", "metadata.name: Required value: name or generateName is required"
+            )
+        if meta.get("resourceVersion"):
+            # The etcd3 store's check (an internal error, not a validation one).
+            raise ApiError(500, "resourceVersion should not be set on objects to be created")
+        # Cluster-scoped: the namespace is cleared; the status subresource is enabled, so
+        # a create resets the status (apiextensions-apiserver's strategy); the server
+        # owns uid, creationTimestamp and generation.
+        meta.pop("namespace", None)
+        meta.update(uid=str(uuid.uuid4()), creationTimestamp=_timestamp(), generation=1)
+        obj.update(apiVersion=expected, kind=CNR_KIND)
+        obj.pop("status", None)
+        stored = self._store_new(self._cnrs, obj, kind=CNR_PLURAL, group=CNR_GROUP)
+        return _json_response(stored, 201)
+
+    async def _patch_cnr_http(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        status_only = request.path.endswith("/status")
+        patch = await self._read_patch(request, strategic=False)
+        with self._lock:
+            current = self._cnrs.get(name)
+            if current is None:
+                raise _kind_not_found(CNR_PLURAL, name, CNR_GROUP)
+            merged = json_merge_patch(current, patch)
+            _check_preconditions(merged, current, kind=CNR_PLURAL, name=name, group=CNR_GROUP)
+            if status_only:
+                # The status strategy keeps nothing of the request but its status.
+                result = copy.deepcopy(current)
+                if "status" in merged:
+                    result["status"] = merged["status"]
+                else:
+                    result.pop("status", None)
+            else:
+                # The main resource ignores status; a spec change is a new generation.
+                result = merged
+                if "status" in current:
+                    result["status"] = copy.deepcopy(current["status"])
+                else:
+                    result.pop("status", None)
+            _restore_system_meta(result, current)
+            if result.get("spec") != current.get("spec"):
+                result["metadata"]["generation"] = int(current["metadata"].get("generation", 1)) + 1
+            _validate_cnr_status(result)
+            stored = self._store_update(self._cnrs, name, result, current)
+        return _json_response(stored)
 
     # --- watch -----------------------------------------------------------------------
 

@@ -35,7 +35,7 @@ def test_flags_beat_environment_beat_file(tmp_path: Path) -> None:
 def test_every_field_has_a_flag_or_is_a_config_file_section() -> None:
     help_text = build_parser().format_help()
     for name in AgentConfig.__dataclass_fields__:
-        if name in ("sysadvisor", "eviction"):
+        if name in ("sysadvisor", "eviction", "reporter"):
             assert f"{name}:" in help_text  # named as a section of --config
         else:
             assert "--" + name.replace("_", "-") in help_text
@@ -45,8 +45,7 @@ def test_every_field_has_a_flag_or_is_a_config_file_section() -> None:
 def test_sections_of_the_config_file_are_loaded_and_validated(tmp_path: Path) -> None:
     good = tmp_path / "good.yaml"
     good.write_text(
-        "sysadvisor:\n  period_s: 2\n  limits: {ramp_up_cpus_per_period: 1.5}\n"
-        "eviction: {}\n"
+        "sysadvisor:\n  period_s: 2\n  limits: {ramp_up_cpus_per_period: 1.5}\neviction: {}\n"
     )
     config = load_config(["--config", str(good)], env={})
     assert config.sysadvisor.period_s == 2
