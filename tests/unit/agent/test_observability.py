@@ -146,12 +146,16 @@ async def test_snapshot_age(tmp_path: Path) -> None:
     await host.clock.advance(3.0)
     # No pass yet: the age counts from when the loop was made, so a loop that
     # never produces shows up as stale.
-    assert host.scrape() == {("katalyst_metrics_snapshot_age_seconds", ()): 3.0}
+    assert host.scrape() == {
+        ("katalyst_metrics_snapshot_age_seconds", ()): 3.0,
+        ("katalyst_metrics_failed_passes_total", ()): 0.0,
+    }
     stop = asyncio.Event()
     task = asyncio.create_task(host.loop.run(stop))
     try:
         await asyncio.wait_for(host.loop.next_snapshot(None), timeout=5)
         assert host.scrape()["katalyst_metrics_snapshot_age_seconds", ()] == 0.0
+        assert host.scrape()["katalyst_metrics_pass_duration_seconds", ()] >= 0.0
         await host.clock.advance(0.75)
         assert host.scrape()["katalyst_metrics_snapshot_age_seconds", ()] == 0.75
     finally:
