@@ -319,6 +319,51 @@ def _describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+async def _raw_request(
+    api: k8s_client.ApiClient,
+    method: str,
+    path: str,
+    path_params: Mapping[str, str],
+    body: Mapping[str, Any] | None,
+    *,
+    content_type: str | None,
+    timeout: float,
+) -> tuple[int, str]:
+    """One request through the client's own serialization, auth, TLS and pool
+    (``param_serialize`` then ``call_api``, as the generated
+    ``*_without_preload_content`` methods do): (HTTP status, body text), never an
+    ``ApiException``; ``ConnectionError`` when no answer came."""
+    header_params = {"Accept": "application/json"}
+    if content_type is not None:
+        header_params["Content-Type"] = content_type
+    method, url, headers, data, post_params = await api.param_serialize(
+        method=method,
+        resource_path=path,
+        path_params=dict(path_params),
+        header_params=header_params,
+        body=None if body is None else dict(body),
+        auth_settings=["BearerToken"],
+    )
+    try:
+        resp = await api.call_api(
+            method,
+            url,
+            header_params=headers,
+            body=data,
+            post_params=post_params,
+            _request_timeout=timeout,
+        )
+        try:
+            raw: bytes = await resp.response.read()
+        finally:
+            resp.response.release()
+    except aiohttp.ClientError as exc:
+        # ClientConnectorError is an OSError already; a dropped connection or a
+        # truncated body is not: callers treat both as "no answer".
+        raise ConnectionError(f"API server: {exc}") from exc
+    return resp.status, raw.decode("utf-8", "replace")
+
+
 class ApiServerEvictionClient:
     """``agent.eviction.EvictionClient`` over the official client: POST a policy/v1
     Eviction and a core/v1 Event.
@@ -355,32 +400,15 @@ class ApiServerEvictionClient:
     async def _post(
         self, path: str, path_params: Mapping[str, str], body: Mapping[str, Any]
     ) -> tuple[int, str]:
-        method, url, headers, data, post_params = await self._api.param_serialize(
-            method="POST",
-            resource_path=path,
-            path_params=dict(path_params),
-            header_params={"Accept": "application/json", "Content-Type": "application/json"},
-            body=dict(body),
-            auth_settings=["BearerToken"],
+        return await _raw_request(
+            self._api,
+            "POST",
+            path,
+            path_params,
+            body,
+            content_type="application/json",
+            timeout=self._timeout,
         )
-        try:
-            resp = await self._api.call_api(
-                method,
-                url,
-                header_params=headers,
-                body=data,
-                post_params=post_params,
-                _request_timeout=self._timeout,
-            )
-            try:
-                raw: bytes = await resp.response.read()
-            finally:
-                resp.response.release()
-        except aiohttp.ClientError as exc:
-            # ClientConnectorError is an OSError already; a dropped connection or a
-            # truncated body is not: the evictor treats both as "no answer".
-            raise ConnectionError(f"API server: {exc}") from exc
-        return resp.status, raw.decode("utf-8", "replace")
 
 
 _CNR_PATH = "/apis/node.katalyst.kubewharf.io/v1alpha1/customnoderesources"
@@ -447,31 +475,12 @@ class ApiServerReportClient:
         body: Mapping[str, Any] | None = None,
         content_type: str | None = None,
     ) -> tuple[int, str]:
-        header_params = {"Accept": "application/json"}
-        if content_type is not None:
-            header_params["Content-Type"] = content_type
-        method, url, headers, data, post_params = await self._api.param_serialize(
-            method=method,
-            resource_path=path,
-            path_params=dict(path_params),
-            header_params=header_params,
-            body=None if body is None else dict(body),
-            auth_settings=["BearerToken"],
+        return await _raw_request(
+            self._api,
+            method,
+            path,
+            path_params,
+            body,
+            content_type=content_type,
+            timeout=self._timeout,
         )
-        try:
-            resp = await self._api.call_api(
-                method,
-                url,
-                header_params=headers,
-                body=data,
-                post_params=post_params,
-                _request_timeout=self._timeout,
-            )
-            try:
-                raw: bytes = await resp.response.read()
-            finally:
-                resp.response.release()
-        except aiohttp.ClientError as exc:
-            # A dropped connection or a truncated body is not an OSError: make it one.
-            raise ConnectionError(f"API server: {exc}") from exc
-        return resp.status, raw.decode("utf-8", "replace")

@@ -34,7 +34,7 @@ from agent.qrm.server import PluginServer
 from agent.sysadvisor.advisor import Advisor
 from agent.sysadvisor.types import SHARE_REGION, AdvisorInput, Plan, RegionInput, dedicated_region
 from katalyst.cgroup import CgroupDriver, CgroupError
-from katalyst.clock import Clock
+from katalyst.clock import Clock, first_of
 from katalyst.cpuset import CPUSet
 from katalyst.qos import QoSLevel
 
@@ -189,21 +189,13 @@ class AdvisorLoop:
         snapshot: MetricsSnapshot | None = None
         while not stop.is_set():
             waiter = asyncio.ensure_future(self._metrics.next_snapshot(snapshot))
-            stopper = asyncio.ensure_future(stop.wait())
-            sleeper = asyncio.ensure_future(self._clock.sleep(2 * self._period))
-            try:
-                await asyncio.wait({waiter, stopper, sleeper}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for task in (stopper, sleeper):
-                    task.cancel()
+            # A snapshot, stop, or two periods without one (then a stale decision).
+            await first_of(waiter, stop, self._clock.sleep(2 * self._period))
             if stop.is_set():
-                waiter.cancel()
                 return
             fresh = waiter.done() and not waiter.cancelled() and waiter.exception() is None
             if fresh:
                 snapshot = waiter.result()
-            else:
-                waiter.cancel()
             await self.step(snapshot, fresh=fresh)
 
     async def step(self, snapshot: MetricsSnapshot | None, *, fresh: bool = True) -> Plan:

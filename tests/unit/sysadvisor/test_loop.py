@@ -4,6 +4,7 @@ cgroup (a file-faithful fake)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import MappingProxyType
@@ -224,3 +225,27 @@ async def test_without_a_reclaimed_cgroup_only_the_pool_is_set(
     await loop.step(snapshot(sample("web", "shared_cores", cores=0.1)))
     assert not driver.exists("reclaimed")
     assert loop.latest is not None and loop.latest.reclaimed_cgroup is None
+
+
+async def test_without_snapshots_the_loop_decides_on_stale_input_every_two_periods(
+    cpu_server: tuple[CPUPolicy, PluginServer],
+) -> None:
+    cpu, server = cpu_server
+    driver = open_driver(FakeCgroupFS.hybrid(cpus="0-7"))
+    clock = FakeClock()
+    loop = advisor_loop(cpu, server, driver, clock)  # its metrics loop never runs
+    stop = asyncio.Event()
+    task = asyncio.create_task(loop.run(stop))
+    try:
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert loop.latest is None  # nothing decided before two periods pass
+        await clock.advance(2.0)
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert loop.latest is not None
+        assert not loop.latest.input.fresh
+        assert loop.latest.plan.stale_periods == 1
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=5)
