@@ -81,6 +81,8 @@ class Counters:
     cpu_pressure: Pressure | None
     tasks: int = 0
     """Threads whose run delay was read."""
+    timeslices: int = 0
+    """Timeslices those threads have run (schedstat field 3): scheduling events."""
     memory_working_set: int | None = None
     """Memory usage less the inactive file cache (what the kubelet calls the working
     set), bytes; None where memory.stat could not be read."""
@@ -96,6 +98,9 @@ class Rates:
     """Throttled periods over elapsed enforcement periods (0 without a quota)."""
     run_delay_us_per_s: float
     """Microseconds of run-queue wait per second of wall time, summed over tasks."""
+    timeslices_per_s: float = 0.0
+    """Timeslices run per second, summed over tasks: the run-queue waits those
+    microseconds were spread over."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,10 +159,12 @@ def read_run_delay_ns(pids: list[int], *, proc_root: str = "/proc") -> int:
     return read_run_delay(pids, proc_root=proc_root)[0]
 
 
-def read_run_delay(pids: list[int], *, proc_root: str = "/proc") -> tuple[int, int]:
-    """(total run-queue delay in nanoseconds, threads read) of every thread of ``pids``."""
+def read_run_delay(pids: list[int], *, proc_root: str = "/proc") -> tuple[int, int, int]:
+    """(total run-queue delay in nanoseconds, threads read, timeslices run) of every
+    thread of ``pids``: fields 2 and 3 of ``/proc/<pid>/task/<tid>/schedstat``."""
     total = 0
     threads = 0
+    slices = 0
     for pid in pids:
         task_dir = os.path.join(proc_root, str(pid), "task")
         try:
@@ -168,11 +175,13 @@ def read_run_delay(pids: list[int], *, proc_root: str = "/proc") -> tuple[int, i
             try:
                 with open(os.path.join(task_dir, tid, "schedstat"), encoding="ascii") as f:
                     fields = f.read().split()
-                total += int(fields[1])
-                threads += 1
+                delay, ran = int(fields[1]), int(fields[2])
             except (OSError, IndexError, ValueError):
                 continue
-    return total, threads
+            total += delay
+            slices += ran
+            threads += 1
+    return total, threads, slices
 
 
 def parse_proc_stat(text: str) -> CpuTimes:
@@ -317,7 +326,7 @@ class MetricsCollector:
             raise
         except CgroupError:
             psi = None
-        delay, tasks = read_run_delay(self._driver.procs(cgroup), proc_root=self._proc)
+        delay, tasks, slices = read_run_delay(self._driver.procs(cgroup), proc_root=self._proc)
         usage = self._driver.memory_usage(cgroup)
         return Counters(
             at=self._clock.monotonic(),
@@ -329,6 +338,7 @@ class MetricsCollector:
             memory_usage=usage,
             cpu_pressure=psi,
             tasks=tasks,
+            timeslices=slices,
             memory_working_set=self._working_set(cgroup, usage),
         )
 
@@ -360,6 +370,7 @@ def _rates(before: Counters, after: Counters) -> Rates | None:
         if periods > 0
         else 0.0,
         run_delay_us_per_s=max(0, after.run_delay_ns - before.run_delay_ns) / 1e3 / elapsed,
+        timeslices_per_s=max(0, after.timeslices - before.timeslices) / elapsed,
     )
 
 

@@ -120,8 +120,8 @@ class IndicatorsConfig:
             hard_margin=4.0,
         )
     )
-    """Average run-queue wait per task per period (µs). Default target 400 µs, dead band
-    ±0.1, kp 0.5 up and 0.1 down, safety at 2000 µs."""
+    """Average run-queue wait per scheduling event over the period (µs). Default
+    target 400 µs, dead band ±0.1, kp 0.5 up and 0.1 down, safety at 2000 µs."""
     cpu_psi_some_avg10: IndicatorConfig = field(
         default_factory=lambda: IndicatorConfig(
             target=10.0,

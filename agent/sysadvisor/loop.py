@@ -56,13 +56,13 @@ def build_input(
     snapshot: MetricsSnapshot | None,
     *,
     pools: Mapping[str, CPUSet],
-    period_s: float,
     fresh: bool,
 ) -> AdvisorInput:
     """One period's input: the share region, a region per dedicated pod, the node.
 
     Usage is the containers' CPU rate summed; the scheduler wait is the run-queue
-    delay of the region's tasks over the period, per task; PSI is the worst of the
+    delay of the region's tasks over the period, per scheduling event (timeslice);
+    PSI is the worst of the
     region's cgroups where the kernel offers per-cgroup PSI, else the node's. A
     region whose containers have no rates yet (their first reading) has no usage.
     """
@@ -89,9 +89,7 @@ def build_input(
         node_psi = snapshot.node.cpu_pressure.some.avg10
     regions = []
     for name, samples in members.items():
-        regions.append(
-            _region(name, kinds[name], cpus[name], samples, period_s=period_s, node_psi=node_psi)
-        )
+        regions.append(_region(name, kinds[name], cpus[name], samples, node_psi=node_psi))
     memory = 0
     if snapshot is not None and snapshot.node.memory_total_bytes is not None:
         memory = snapshot.node.memory_total_bytes
@@ -110,7 +108,6 @@ def _region(
     cpus: float,
     typed: list[ContainerSample],
     *,
-    period_s: float,
     node_psi: float | None,
 ) -> RegionInput:
     requests = sum(s.ref.cpu_request for s in typed)
@@ -119,11 +116,13 @@ def _region(
     wait: float | None = None
     if len(rated) == len(typed):  # every container has rates (or there are none)
         usage = sum(s.metrics.rates.cpu_cores for s in rated if s.metrics.rates)
-        tasks = sum(s.metrics.counters.tasks for s in rated)
-        delay_us = sum(
-            s.metrics.rates.run_delay_us_per_s * period_s for s in rated if s.metrics.rates
-        )
-        wait = delay_us / tasks if tasks else 0.0
+        # The average wait per scheduling event (the kernel's schedstat
+        # run_delay / pcount), not per task: a service that starts a thread per
+        # request has few threads alive at any instant but all their waits in the
+        # period, and a per-task average would blame it for its own churn.
+        delay = sum(s.metrics.rates.run_delay_us_per_s for s in rated if s.metrics.rates)
+        slices = sum(s.metrics.rates.timeslices_per_s for s in rated if s.metrics.rates)
+        wait = delay / slices if slices > 0 else 0.0
     pressures = [
         s.metrics.counters.cpu_pressure.some.avg10
         for s in typed
@@ -201,7 +200,7 @@ class AdvisorLoop:
     async def step(self, snapshot: MetricsSnapshot | None, *, fresh: bool = True) -> Plan:
         """Decide from ``snapshot`` and apply; the plan."""
         started = time.perf_counter()
-        inp = build_input(snapshot, pools=self._cpu.pools(), period_s=self._period, fresh=fresh)
+        inp = build_input(snapshot, pools=self._cpu.pools(), fresh=fresh)
         plan = self._advisor.advise(inp)
         cgroup = self._reclaimed()
         await self._apply(plan, cgroup)

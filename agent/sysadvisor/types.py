@@ -71,7 +71,7 @@ class RegionInput:
     usage_cores: float | None = None
     """CPU usage over the last period (cores)."""
     sched_wait_us: float | None = None
-    """Average run-queue wait per task per period (µs)."""
+    """Average run-queue wait per scheduling event (timeslice) over the period (µs)."""
     psi_some_avg10: float | None = None
     """CPU PSI ``some avg10`` of the region's cgroups or of the node (percent, 0-100)."""
     memory_working_set: int | None = None

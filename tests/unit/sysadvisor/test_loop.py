@@ -51,6 +51,7 @@ def sample(
     request: float = 0.0,
     cores: float | None = 0.5,
     delay_us_per_s: float = 0.0,
+    slices_per_s: float = 0.0,
     tasks: int = 1,
     pressure: float | None = None,
     working_set: int | None = 100,
@@ -77,7 +78,12 @@ def sample(
         memory_working_set=working_set,
     )
     rates = (
-        Rates(cpu_cores=cores, throttled_ratio=0.0, run_delay_us_per_s=delay_us_per_s)
+        Rates(
+            cpu_cores=cores,
+            throttled_ratio=0.0,
+            run_delay_us_per_s=delay_us_per_s,
+            timeslices_per_s=slices_per_s,
+        )
         if cores is not None
         else None
     )
@@ -112,13 +118,13 @@ POOLS = {
 
 def test_regions_come_from_the_levels_and_the_pools() -> None:
     snap = snapshot(
-        sample("web", "shared_cores", request=1.0, cores=0.75, delay_us_per_s=1000, tasks=2),
-        sample("api", "shared_cores", request=0.5, cores=0.25, delay_us_per_s=200, tasks=2),
+        sample("web", "shared_cores", request=1.0, cores=0.75, delay_us_per_s=1000, slices_per_s=8),
+        sample("api", "shared_cores", request=0.5, cores=0.25, delay_us_per_s=200, slices_per_s=2),
         sample("db", "dedicated_cores", uid="ded-1", request=2.0, cores=1.5, pressure=7.0),
         sample("batch", "reclaimed_cores", cores=3.0),
         sample("daemon", "system_cores", cores=0.1),
     )
-    inp = build_input(snap, pools=POOLS, period_s=0.5, fresh=True)
+    inp = build_input(snap, pools=POOLS, fresh=True)
     assert inp.allocatable_cpus == 5.0  # 1-5: neither reserved nor dedicated
     assert inp.memory_allocatable == 16 * GiB
     by_name = {r.name: r for r in inp.regions}
@@ -127,8 +133,8 @@ def test_regions_come_from_the_levels_and_the_pools() -> None:
     assert share.usage_cores == pytest.approx(1.0)
     assert share.requests_cpu == pytest.approx(1.5)
     assert share.cpus == 5.0
-    # (1000 + 200) µs/s over a 0.5 s period, over 4 tasks.
-    assert share.sched_wait_us == pytest.approx(1200 * 0.5 / 4)
+    # (1000 + 200) µs of waiting per second over (8 + 2) timeslices per second.
+    assert share.sched_wait_us == pytest.approx(1200 / 10)
     assert share.psi_some_avg10 == 3.0  # no cgroup PSI: the node's
     assert share.memory_working_set == 200
     dedicated = by_name["dedicated/ded-1"]
@@ -140,13 +146,13 @@ def test_a_region_whose_containers_have_no_rates_yet_has_no_usage() -> None:
     snap = snapshot(
         sample("web", "shared_cores", cores=0.5), sample("new", "shared_cores", cores=None)
     )
-    (share,) = build_input(snap, pools=POOLS, period_s=1.0, fresh=True).regions
+    (share,) = build_input(snap, pools=POOLS, fresh=True).regions
     assert share.usage_cores is None
     assert share.sched_wait_us is None
 
 
 def test_no_snapshot_is_a_stale_input_with_an_empty_share_region() -> None:
-    inp = build_input(None, pools=POOLS, period_s=1.0, fresh=True)
+    inp = build_input(None, pools=POOLS, fresh=True)
     assert not inp.fresh
     assert [r.name for r in inp.regions] == ["share"]
 
