@@ -49,7 +49,7 @@ from agent.standalone.runtime import (
     spawn_in_cgroup,
     stop_processes,
 )
-from katalyst.cgroup import CgroupDriver, CgroupError
+from katalyst.cgroup import CgroupDriver, CgroupError, CgroupUnsupported
 from katalyst.clock import Clock, first_of
 from katalyst.qos import PodView, QoSLevel
 
@@ -303,8 +303,7 @@ class LocalNode:
             state.allocations[name] = flat
         try:
             if pod.view.level is QoSLevel.RECLAIMED_CORES and self._driver.create(RECLAIMED_ROOT):
-                # The reclaimed pods together weigh what the kubelet's BestEffort tier does.
-                self._driver.set_cpu_shares(RECLAIMED_ROOT, RECLAIMED_SHARES)
+                self._setup_reclaimed_root()
             self._driver.create(state.cgroup)
             # Weights compete level by level: the pod's own cgroup carries the
             # pod's weight, as the kubelet's pod cgroups do, or a reclaimed
@@ -323,6 +322,19 @@ class LocalNode:
             return
         state.phase = "Running"
         log.info("pod %s admitted (%s)", pod.key, str(pod.view.level))
+
+    def _setup_reclaimed_root(self) -> None:
+        """The reclaimed pods' parent runs SCHED_IDLE (``cpu.idle``, Linux 5.15+): a
+        waking service task preempts a batch task at once instead of waiting for
+        the batch's slice, which a low weight alone does not give (the tail latency
+        of the service). Where the kernel has no ``cpu.idle``, the minimum weight
+        the kubelet gives its BestEffort tier. The sysadvisor's quota applies on top
+        either way."""
+        try:
+            self._driver.set_cpu_idle(RECLAIMED_ROOT, True)
+        except CgroupUnsupported as exc:
+            log.info("reclaimed pods get the minimum CPU weight, not SCHED_IDLE: %s", exc)
+            self._driver.set_cpu_shares(RECLAIMED_ROOT, RECLAIMED_SHARES)
 
     def _apply(self, state: PodState, container: str) -> None:
         allocation = state.allocations.get(container, {})
