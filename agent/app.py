@@ -227,10 +227,12 @@ def _control_loops(
     async def next_sample() -> Sample | None:
         current = snapshot[0] = await metrics.next_snapshot(snapshot[0])
         latest = advisor.latest
+        # What the node can lend (before the ramp and the safety layer, both
+        # transient): over-commit is about capacity, not a passing surge or restart.
         return build_sample(
             current,
             views(),
-            reclaim_cpus=latest.plan.reclaim_cpus if latest is not None else None,
+            reclaim_cpus=latest.plan.target_reclaim_cpus if latest is not None else None,
             reclaim_memory_bytes=latest.plan.reclaim_memory_limit if latest is not None else None,
         )
 

@@ -99,7 +99,7 @@ def _fmt(value: object, digits: int = 2) -> str:
     return "-" if value is None else str(value)
 
 
-def _status_lines(status: dict[str, object]) -> list[str]:
+def format_status(status: dict[str, object]) -> list[str]:
     advisor = status.get("sysadvisor")
     if not isinstance(advisor, dict):
         return ["sysadvisor: no decision yet (the agent has not completed a period)"]
@@ -164,7 +164,7 @@ def _status(args: argparse.Namespace) -> int:
     if args.output == "json":
         print(json.dumps(status, indent=2))
     else:
-        print("\n".join(_status_lines(status)))
+        print("\n".join(format_status(status)))
     return 0
 
 

@@ -60,7 +60,7 @@ from agent.standalone.kubelet import (
 )
 from katalyst.cgroup import CgroupDriver, CgroupError
 from katalyst.clock import Clock, first_of
-from katalyst.qos import PodView, QoSValidationError
+from katalyst.qos import NativeQoSClass, PodView, QoSLevel, QoSValidationError
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +167,7 @@ class ClusterNode:
         self._pods: dict[str, ClusterPod] = {}
         self._layout: KubeletCgroupDriver | None = None
         self._warned_layout = False
+        self._besteffort_warned: set[str] = set()
         self._last_reconcile = float("-inf")
         self._pools_changed = False
         self._wake = asyncio.Event()
@@ -202,6 +203,24 @@ class ClusterNode:
         Katalyst's extended resources): the sysadvisor's quota target. None until the
         layout is known."""
         if self._layout is None:
+            return None
+        others = sorted(
+            f"{p.view.namespace}/{p.view.name}"
+            for p in list(self._pods.values())
+            if p.view is not None
+            and p.view.qos_class is NativeQoSClass.BEST_EFFORT
+            and p.view.level is not QoSLevel.RECLAIMED_CORES
+        )
+        if others:
+            # The tier holds pods that are not reclaimed: a quota there would
+            # throttle them with the batch (and starve them in safety mode).
+            if set(others) != self._besteffort_warned:
+                self._besteffort_warned = set(others)
+                log.warning(
+                    "BestEffort pods that are not reclaimed_cores run on this node (%s): "
+                    "the reclaimed quota and memory limit are not written until they leave",
+                    ", ".join(others[:5]),
+                )
             return None
         if self._layout is KubeletCgroupDriver.CGROUPFS:
             return f"{self._root}/besteffort"

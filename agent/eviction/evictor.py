@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
 from agent.eviction.model import EvictionDecision, EvictionOutcome, Outcome
+from katalyst.cgroup import CgroupError
 
 __all__ = [
     "COMPONENT",
@@ -227,7 +228,7 @@ class LocalEvictor:
         pod = decision.pod
         try:
             stopped = await self._stop_pod(pod.namespace, pod.name, decision.reason)
-        except OSError as exc:
+        except (OSError, CgroupError) as exc:
             log.warning("stopping %s failed: %s", pod.key, exc)
             return EvictionOutcome(decision, Outcome.FAILED, str(exc))
         if not stopped:

@@ -493,8 +493,9 @@ class MetricsLoop:
         next_at = self._clock.monotonic()
         try:
             while not stop.is_set():
-                await self._pass()
-                if self._heartbeat is not None:
+                # Beat only after a pass that produced a snapshot: /healthz then
+                # turns red while the metrics go stale.
+                if await self._pass() and self._heartbeat is not None:
                     self._heartbeat.beat(self._clock.monotonic())
                 next_at = self._next_tick(next_at)
                 await first_of(self._clock.sleep(next_at - self._clock.monotonic()), stop)
@@ -518,7 +519,8 @@ class MetricsLoop:
         missed = (now - previous) // self._period
         return previous + (missed + 1) * self._period
 
-    async def _pass(self) -> None:
+    async def _pass(self) -> bool:
+        """One collection; whether it produced a snapshot."""
         at = self._clock.monotonic()
         started = time.perf_counter()
         try:
@@ -529,13 +531,14 @@ class MetricsLoop:
         except Exception:
             self.failed_passes += 1
             log.exception("metrics pass failed; keeping the previous snapshot")
-            return
+            return False
         self.last_pass_s = time.perf_counter() - started
         self._seq += 1
         self._snapshot = MetricsSnapshot(
             seq=self._seq, at=at, containers=MappingProxyType(containers), node=node
         )
         self._wake_readers()
+        return True
 
     def _read_all(
         self, refs: Mapping[str, ContainerRef]

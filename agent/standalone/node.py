@@ -216,10 +216,12 @@ class LocalNode:
         state = self._pods.get(key)
         if state is None or state.phase != "Running":
             return False
-        await self._teardown(key)
-        await self._guarded("release", self._kubelet.remove(state.pod.view.uid))
+        # Failed before the first await: the sync loop, which runs meanwhile, must
+        # see the eviction and not admit the pod again while it is being stopped.
         self._pods[key] = PodState(pod=state.pod, phase="Failed", message=f"Evicted: {reason}")
         log.warning("pod %s evicted: %s", key, reason)
+        await self._stop(key, state)
+        await self._guarded("release", self._kubelet.remove(state.pod.view.uid))
         return True
 
     def allocations_changed(self) -> None:
@@ -302,8 +304,9 @@ class LocalNode:
                 flat.update(resources)
             state.allocations[name] = flat
         try:
-            if pod.view.level is QoSLevel.RECLAIMED_CORES and self._driver.create(RECLAIMED_ROOT):
-                self._setup_reclaimed_root()
+            if pod.view.level is QoSLevel.RECLAIMED_CORES:
+                self._driver.create(RECLAIMED_ROOT)
+                self._setup_reclaimed_root()  # read-compare-write: cheap to repeat
             self._driver.create(state.cgroup)
             # Weights compete level by level: the pod's own cgroup carries the
             # pod's weight, as the kubelet's pod cgroups do, or a reclaimed
@@ -447,7 +450,9 @@ class LocalNode:
         The grace period is waited in a thread: the plugin servers share this
         event loop and must keep answering meanwhile.
         """
-        state = self._pods.pop(key)
+        await self._stop(key, self._pods.pop(key))
+
+    async def _stop(self, key: str, state: PodState) -> None:
         running = [c.proc for c in state.containers.values() if c.proc is not None]
         await asyncio.to_thread(stop_processes, running, grace_s=self._grace)
         # Children that outlived their container's main process would otherwise be

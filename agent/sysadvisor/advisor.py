@@ -125,6 +125,14 @@ class Advisor:
         self._stale_periods = 0
         self._cooldown = 0
 
+    def resume(self, lend: float) -> None:
+        """Start the ramp from ``lend`` (cores) instead of the floor: what the reclaimed
+        cgroup's quota already allows when the agent restarts, so that a restart does
+        not throttle running reclaimed pods and ramp them up again from nothing.
+        Ignored once a period has run, and for a value that is negative or not finite."""
+        if self._lend is None and math.isfinite(lend) and lend >= 0:
+            self._lend = lend
+
     def advise(self, inp: AdvisorInput) -> Plan:
         """One control period: update the controllers with ``inp`` and return the plan."""
         limits = self._config.limits

@@ -114,7 +114,10 @@ def _region(
     rated = [s for s in typed if s.metrics.rates is not None]
     usage: float | None = None
     wait: float | None = None
-    if len(rated) == len(typed):  # every container has rates (or there are none)
+    # Containers on their first reading have no rates yet: the region is read from
+    # the others (a container starting every period must not blank the region),
+    # and is unknown only when none has rates while some exist.
+    if rated or not typed:
         usage = sum(s.metrics.rates.cpu_cores for s in rated if s.metrics.rates)
         # The average wait per scheduling event (the kernel's schedstat
         # run_delay / pcount), not per task: a service that starts a thread per
@@ -122,7 +125,13 @@ def _region(
         # period, and a per-task average would blame it for its own churn.
         delay = sum(s.metrics.rates.run_delay_us_per_s for s in rated if s.metrics.rates)
         slices = sum(s.metrics.rates.timeslices_per_s for s in rated if s.metrics.rates)
-        wait = delay / slices if slices > 0 else 0.0
+        threads = sum(s.metrics.counters.tasks for s in rated)
+        if slices > 0:
+            wait = delay / slices
+        elif typed and threads == 0:
+            wait = None  # no thread could be read (no host /proc?): unknown, not 0
+        else:
+            wait = 0.0
     pressures = [
         s.metrics.counters.cpu_pressure.some.avg10
         for s in typed
@@ -182,6 +191,7 @@ class AdvisorLoop:
         self.writes: Counter[tuple[str, str]] = Counter()
         """(setting, outcome) -> count: outcome ``changed``, ``unchanged`` or ``failed``."""
         self._last_mode = "normal"
+        self._resumed = False
 
     async def run(self, stop: asyncio.Event) -> None:
         """One decision per metrics snapshot until ``stop`` is set."""
@@ -201,9 +211,12 @@ class AdvisorLoop:
         """Decide from ``snapshot`` and apply; the plan."""
         started = time.perf_counter()
         inp = build_input(snapshot, pools=self._cpu.pools(), fresh=fresh)
-        plan = self._advisor.advise(inp)
         cgroup = self._reclaimed()
-        await self._apply(plan, cgroup)
+        if not self._resumed:
+            self._resumed = True
+            self._resume(cgroup)
+        plan = self._advisor.advise(inp)
+        await self._apply(plan, cgroup, memory_known=inp.fresh and inp.memory_allocatable > 0)
         self.latest = Decision(inp, plan, time.perf_counter() - started, cgroup)
         if plan.mode != self._last_mode:
             log.warning(
@@ -217,7 +230,19 @@ class AdvisorLoop:
             self._heartbeat.beat(self._clock.monotonic())
         return plan
 
-    async def _apply(self, plan: Plan, cgroup: str | None) -> None:
+    def _resume(self, cgroup: str | None) -> None:
+        """After a restart, ramp from the quota the reclaimed pods already have."""
+        if cgroup is None:
+            return
+        try:
+            quota, period = self._driver.cpu_quota(cgroup)
+        except CgroupError:
+            return
+        if quota is not None and period > 0:
+            self._advisor.resume(quota / period)
+            log.info("sysadvisor: resuming from the reclaimed quota, %.2f CPUs", quota / period)
+
+    async def _apply(self, plan: Plan, cgroup: str | None, *, memory_known: bool) -> None:
         size = plan.reclaim_pool_size
         if self._cpu.reclaim_size != size:
             await self._server.update("sysadvisor", lambda: self._cpu.set_reclaim_size(size))
@@ -230,6 +255,10 @@ class AdvisorLoop:
                 cgroup, quota_us=plan.quota_us(CFS_PERIOD_US), period_us=CFS_PERIOD_US
             ),
         )
+        if not memory_known:
+            # No MemTotal this period (no snapshot yet, a stale one): the plan's
+            # limit would be the floor, which can OOM-kill every reclaimed pod.
+            return
         # The kernel keeps limits in whole pages; writing the rounded value keeps
         # read-compare-write from seeing a change every period.
         page = self._driver.fs.page_size

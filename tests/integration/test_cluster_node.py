@@ -347,3 +347,24 @@ def test_running_containers_reads_only_running_ones_with_an_id() -> None:
     assert running_containers(pod) == {"app": f"containerd://{cid(1)}"}
     assert running_containers({"status": "nonsense"}) == {}
     assert json.dumps(running_containers({})) == "{}"
+
+
+async def test_the_besteffort_tier_is_the_reclaimed_cgroup_only_while_it_holds_only_reclaimed(
+    env: Node, caplog: pytest.LogCaptureFixture
+) -> None:
+    node = env.node()
+    env.driver.create("kubepods/besteffort")
+    batch = pod_json(uid(20), level="reclaimed_cores", cpu="0", memory="0")
+    batch["spec"]["containers"][0]["resources"] = {}
+    batch["status"]["qosClass"] = "BestEffort"
+    env.source.put(batch)
+    await node.sync()
+    assert node.reclaimed_cgroup() == "kubepods/besteffort"
+
+    plain = pod_json(uid(21))  # shared_cores, no requests: BestEffort too
+    plain["spec"]["containers"][0]["resources"] = {}
+    plain["status"]["qosClass"] = "BestEffort"
+    env.source.put(plain)
+    await node.sync()
+    assert node.reclaimed_cgroup() is None  # a quota there would throttle it with the batch
+    assert "not reclaimed_cores" in caplog.text

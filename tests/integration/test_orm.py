@@ -184,12 +184,16 @@ async def test_orm_places_pods_from_the_api_server_and_keeps_them_across_a_resta
 
         def reported() -> bool:
             node = cluster.api.get_node(NODE) or {}
-            return reclaimed in node.get("status", {}).get("allocatable", {})
+            cnr = cluster.api.get_cnr(NODE) or {}
+            resources = cnr.get("status", {}).get("resources", {})
+            return reclaimed in node.get("status", {}).get(
+                "allocatable", {}
+            ) and reclaimed in resources.get("allocatable", {})
 
-        await eventually(reported, "the reclaimed resources on the Node")
+        # The Node is written first, then the CNR (created, then its status patched).
+        await eventually(reported, "the reclaimed resources on the Node and the CNR")
         cnr = cluster.api.get_cnr(NODE)
         assert cnr is not None
-        assert reclaimed in cnr["status"]["resources"]["allocatable"]
         assert {z["type"] for z in cnr["status"]["topologyZone"]} == {"Socket"}
         text = await metrics(address)
         assert "katalyst_apiserver_synced 1.0" in text

@@ -132,9 +132,9 @@ def test_status_table_names_every_term() -> None:
             ],
         }
     }
-    text = "\n".join(cli._status_lines(status))
+    text = "\n".join(cli.format_status(status))
     assert "safety mode (breaches: share/cpu_usage_ratio), cool-down 3 periods" in text
     assert "BREACH" in text
     assert "cfs_quota_us 1000 on reclaimed" in text
     assert "1024 MiB" in text
-    assert "no decision yet" in "\n".join(cli._status_lines({"sysadvisor": None}))
+    assert "no decision yet" in "\n".join(cli.format_status({"sysadvisor": None}))

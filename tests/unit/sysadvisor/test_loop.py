@@ -142,13 +142,23 @@ def test_regions_come_from_the_levels_and_the_pools() -> None:
     assert dedicated.psi_some_avg10 == 7.0  # the cgroup's own PSI wins
 
 
-def test_a_region_whose_containers_have_no_rates_yet_has_no_usage() -> None:
+def test_a_container_on_its_first_reading_leaves_the_region_to_the_others() -> None:
     snap = snapshot(
         sample("web", "shared_cores", cores=0.5), sample("new", "shared_cores", cores=None)
     )
     (share,) = build_input(snap, pools=POOLS, fresh=True).regions
+    assert share.usage_cores == 0.5  # a container starting every period must not blank it
+    only_new = snapshot(sample("new", "shared_cores", cores=None))
+    (share,) = build_input(only_new, pools=POOLS, fresh=True).regions
     assert share.usage_cores is None
     assert share.sched_wait_us is None
+
+
+def test_no_readable_thread_is_an_unknown_wait_not_zero() -> None:
+    snap = snapshot(sample("web", "shared_cores", cores=0.5, tasks=0))
+    (share,) = build_input(snap, pools=POOLS, fresh=True).regions
+    assert share.sched_wait_us is None
+    assert share.usage_cores == 0.5
 
 
 def test_no_snapshot_is_a_stale_input_with_an_empty_share_region() -> None:
@@ -255,3 +265,23 @@ async def test_without_snapshots_the_loop_decides_on_stale_input_every_two_perio
     finally:
         stop.set()
         await asyncio.wait_for(task, timeout=5)
+
+
+async def test_a_restart_resumes_from_the_reclaimed_quota_and_unknown_memory_is_not_written(
+    cpu_server: tuple[CPUPolicy, PluginServer],
+) -> None:
+    cpu, server = cpu_server
+    driver = open_driver(FakeCgroupFS.hybrid(cpus="0-7"))
+    driver.create("reclaimed")
+    driver.set_cpu_quota("reclaimed", quota_us=300_000, period_us=100_000)  # 3 CPUs lent
+    loop = advisor_loop(cpu, server, driver, FakeClock())
+    # A stale first period (no snapshot yet): no MemTotal, so no memory limit.
+    stale = await loop.step(None, fresh=False)
+    assert driver.memory_limit("reclaimed") is None
+    assert stale.reclaim_cpus <= 3.0  # may go down, never up, on stale input
+    loop = advisor_loop(cpu, server, driver, FakeClock())
+    driver.set_cpu_quota("reclaimed", quota_us=300_000, period_us=100_000)
+    plan = await loop.step(snapshot(sample("web", "shared_cores", request=1.0, cores=0.3)))
+    # Ramped from the 3 CPUs the pods already had, not from the floor (0).
+    assert plan.reclaim_cpus == pytest.approx(3.0 + 0.5)
+    assert driver.memory_limit("reclaimed") is not None
