@@ -75,7 +75,7 @@ from agent.sysadvisor.metrics import AdvisorCollector
 from agent.sysadvisor.metrics import status as advisor_status
 from katalyst.cgroup import CgroupDriver, CgroupError, CgroupFS, HostCgroupFS, open_driver
 from katalyst.checkpoint import CheckpointStore
-from katalyst.clock import Clock, MonotonicClock
+from katalyst.clock import Clock, MonotonicClock, first_of
 from katalyst.logsetup import configure_logging
 from katalyst.qos import PodView
 from katalyst.topology import CPUTopology, TopologyError, read_cpu_topology, read_numa_memory
@@ -145,7 +145,11 @@ def _checkpointer(
     loops built later add themselves)."""
 
     async def save() -> None:
-        store.save(policy.plugin_name, policy.to_state())
+        # The state is taken here, on the event loop; the write and its fsyncs run
+        # in a worker thread so the kubelet's calls are not stalled meanwhile. The
+        # plugin server awaits this under its lock: saves never overtake each other.
+        state = policy.to_state()
+        await asyncio.to_thread(store.save, policy.plugin_name, state)
         for listener in listeners:
             listener()
 
@@ -186,6 +190,25 @@ def _metrics_loop(
 
 class _Loop(Protocol):
     async def run(self, stop: asyncio.Event) -> None: ...
+
+
+LOOP_RESTART_MAX_S = 60.0
+
+
+async def _supervised(name: str, loop: _Loop, stop: asyncio.Event, clock: Clock) -> None:
+    """Run ``loop`` until ``stop``; an unexpected error is logged with its traceback
+    and the loop started again after a back-off (1 s doubling to a minute), so that
+    one loop's bug does not stop the whole agent and every pod with it. Its
+    heartbeat shows the outage on /healthz meanwhile."""
+    delay = 1.0
+    while not stop.is_set():
+        try:
+            await loop.run(stop)
+            return
+        except Exception:
+            log.exception("loop %s failed; starting it again in %.0f s", name, delay)
+            await first_of(stop, clock.sleep(delay))
+            delay = min(LOOP_RESTART_MAX_S, delay * 2)
 
 
 def _control_loops(
@@ -391,10 +414,14 @@ async def run(
             if node_ready is not None:
                 node_ready.set()
             async with asyncio.TaskGroup() as loops:
-                loops.create_task(metrics.run(stop))
-                loops.create_task(node.run(stop))
+                named: tuple[tuple[str, _Loop], ...] = (
+                    ("metrics", metrics),
+                    ("standalone-node", node),
+                )
+                for name, loop in named:
+                    loops.create_task(_supervised(name, loop, stop, clock))
                 for control in controls:
-                    loops.create_task(control.run(stop))
+                    loops.create_task(_supervised(type(control).__name__, control, stop, clock))
         else:
             heartbeat = Heartbeat("cluster-node", max_age=60.0)
             setup = await _cluster(
@@ -459,11 +486,15 @@ async def run(
                 if node_ready is not None:
                     node_ready.set()
                 async with asyncio.TaskGroup() as loops:
-                    loops.create_task(watcher.run(stop))
-                    loops.create_task(cluster.run(stop))
-                    loops.create_task(metrics.run(stop))
+                    cluster_loops: tuple[tuple[str, _Loop], ...] = (
+                        ("pod-watch", watcher),
+                        ("cluster-node", cluster),
+                        ("metrics", metrics),
+                    )
+                    for name, loop in cluster_loops:
+                        loops.create_task(_supervised(name, loop, stop, clock))
                     for control in controls:
-                        loops.create_task(control.run(stop))
+                        loops.create_task(_supervised(type(control).__name__, control, stop, clock))
     for save in checkpointers:
         await save()
     log.info("stopped; checkpoints flushed")

@@ -101,6 +101,9 @@ class Rates:
     timeslices_per_s: float = 0.0
     """Timeslices run per second, summed over tasks: the run-queue waits those
     microseconds were spread over."""
+    schedstat_valid: bool = True
+    """False when a thread exited between the readings (either sum went down): the
+    run delay and timeslice rates of this period are then not comparable."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,7 +231,7 @@ class MetricsCollector:
         self._driver = driver
         self._clock = clock
         self._proc = proc_root
-        self._last: dict[str, Counters] = {}
+        self._last: dict[str, tuple[str, Counters]] = {}
         self._last_cpu: CpuTimes | None = None
         self._failing: set[str] = set()
         self._node_problems: set[str] = set()
@@ -259,9 +262,12 @@ class MetricsCollector:
             if key in self._failing:
                 self._failing.discard(key)
                 log.info("container %s: metrics readable again", key)
-            previous = self._last.get(key)
+            # A restarted container keeps its key but gets a new cgroup (a new
+            # container ID): its counters start again and are no rate of the old ones.
+            last = self._last.get(key)
+            previous = last[1] if last is not None and last[0] == cgroup else None
             out[key] = ContainerMetrics(counters, _rates(previous, counters) if previous else None)
-            self._last[key] = counters
+            self._last[key] = (cgroup, counters)
         for gone in set(self._last) - set(cgroups):
             del self._last[gone]
         self._failing.intersection_update(cgroups)
@@ -371,6 +377,10 @@ def _rates(before: Counters, after: Counters) -> Rates | None:
         else 0.0,
         run_delay_us_per_s=max(0, after.run_delay_ns - before.run_delay_ns) / 1e3 / elapsed,
         timeslices_per_s=max(0, after.timeslices - before.timeslices) / elapsed,
+        # A thread that exited took its lifetime's wait and timeslices out of the
+        # sums: the two differences no longer describe the same threads.
+        schedstat_valid=after.run_delay_ns >= before.run_delay_ns
+        and after.timeslices >= before.timeslices,
     )
 
 

@@ -123,8 +123,11 @@ def _region(
         # run_delay / pcount), not per task: a service that starts a thread per
         # request has few threads alive at any instant but all their waits in the
         # period, and a per-task average would blame it for its own churn.
-        delay = sum(s.metrics.rates.run_delay_us_per_s for s in rated if s.metrics.rates)
-        slices = sum(s.metrics.rates.timeslices_per_s for s in rated if s.metrics.rates)
+        valid = [
+            s.metrics.rates for s in rated if s.metrics.rates and s.metrics.rates.schedstat_valid
+        ]
+        delay = sum(r.run_delay_us_per_s for r in valid)
+        slices = sum(r.timeslices_per_s for r in valid)
         threads = sum(s.metrics.counters.tasks for s in rated)
         if slices > 0:
             wait = delay / slices
@@ -202,9 +205,14 @@ class AdvisorLoop:
             await first_of(waiter, stop, self._clock.sleep(2 * self._period))
             if stop.is_set():
                 return
-            fresh = waiter.done() and not waiter.cancelled() and waiter.exception() is None
+            failed = waiter.done() and not waiter.cancelled() and waiter.exception() is not None
+            fresh = waiter.done() and not waiter.cancelled() and not failed
             if fresh:
                 snapshot = waiter.result()
+            elif failed:
+                # The metrics loop ended: decide on stale input once a period, not
+                # in a busy loop.
+                await first_of(stop, self._clock.sleep(self._period))
             await self.step(snapshot, fresh=fresh)
 
     async def step(self, snapshot: MetricsSnapshot | None, *, fresh: bool = True) -> Plan:

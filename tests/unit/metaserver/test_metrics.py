@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -24,11 +25,11 @@ from katalyst.cgroup.fake import FakeCgroupFS
 from katalyst.clock import FakeClock
 
 
-def _schedstat(proc: Path, pid: int, tids_delays: dict[int, int]) -> None:
+def _schedstat(proc: Path, pid: int, tids_delays: dict[int, int], *, slices: int = 4) -> None:
     for tid, delay in tids_delays.items():
         d = proc / str(pid) / "task" / str(tid)
         d.mkdir(parents=True, exist_ok=True)
-        (d / "schedstat").write_text(f"123 {delay} 4\n")
+        (d / "schedstat").write_text(f"123 {delay} {slices}\n")
 
 
 def test_run_delay_sums_every_thread_and_skips_vanished_ones(tmp_path: Path) -> None:
@@ -62,6 +63,37 @@ async def test_rates_from_two_collections(tmp_path: Path) -> None:
     assert second.rates.cpu_cores == pytest.approx(1.5)
     assert second.rates.throttled_ratio == pytest.approx(5 / 20)
     assert second.rates.run_delay_us_per_s == pytest.approx(2000.0)
+    assert second.rates.schedstat_valid
+
+
+async def test_timeslices_and_thread_exits_and_a_restarted_container(tmp_path: Path) -> None:
+    fs = FakeCgroupFS.v1()
+    driver = open_driver(fs, base="kqos")
+    for cgroup in ("pod/old", "pod/new"):
+        driver.create(cgroup)
+    fs.add_process(10)
+    driver.attach("pod/old", 10)
+    clock = FakeClock()
+    collector = MetricsCollector(driver, clock=clock, proc_root=str(tmp_path))
+    _schedstat(tmp_path, 10, {10: 1_000_000, 11: 1_000_000}, slices=10)
+    collector.collect({"app": "pod/old"})
+    await clock.advance(1.0)
+    _schedstat(tmp_path, 10, {10: 3_000_000, 11: 2_000_000}, slices=30)
+    rates = collector.collect({"app": "pod/old"})["app"].rates
+    assert rates is not None
+    assert rates.timeslices_per_s == pytest.approx(40.0)  # (30 + 30) - (10 + 10)
+    assert rates.schedstat_valid
+    # Thread 11 exits: both sums drop, the period's wait is not comparable.
+    shutil.rmtree(tmp_path / "10" / "task" / "11")
+    await clock.advance(1.0)
+    rates = collector.collect({"app": "pod/old"})["app"].rates
+    assert rates is not None and not rates.schedstat_valid
+    # The container restarts: same key, a new cgroup: no rate against the old one.
+    fs.add_process(20)
+    driver.attach("pod/new", 20)
+    _schedstat(tmp_path, 20, {20: 0})
+    await clock.advance(1.0)
+    assert collector.collect({"app": "pod/new"})["app"].rates is None
 
 
 def test_a_vanished_cgroup_is_left_out(tmp_path: Path) -> None:
