@@ -188,6 +188,29 @@ def _metrics_loop(
     return loop
 
 
+def _node_metrics(
+    node: LocalNode | ClusterNode,
+    config: AgentConfig,
+    *,
+    listeners: list[Callable[[], None]],
+    registry: CollectorRegistry,
+    heartbeats: list[Heartbeat],
+    clock: Clock,
+) -> MetricsLoop:
+    """Hook a node (standalone or cluster) into the agent: it hears of allocation
+    changes, its cgroup writes are counted, and its containers are measured."""
+    listeners.append(node.allocations_changed)
+    registry.register(WritesCollector(node.applier))
+    return _metrics_loop(
+        node.driver,
+        node.containers,
+        registry=registry,
+        heartbeats=heartbeats,
+        clock=clock,
+        period=config.sysadvisor.period_s,
+    )
+
+
 class _Loop(Protocol):
     async def run(self, stop: asyncio.Event) -> None: ...
 
@@ -384,15 +407,13 @@ async def run(
                 clock=clock,
                 heartbeat=heartbeats[0],
             )
-            listeners.append(node.allocations_changed)
-            registry.register(WritesCollector(node.applier))
-            metrics = _metrics_loop(
-                node.driver,
-                node.containers,
+            metrics = _node_metrics(
+                node,
+                config,
+                listeners=listeners,
                 registry=registry,
                 heartbeats=heartbeats,
                 clock=clock,
-                period=config.sysadvisor.period_s,
             )
             local = node
             controls: tuple[_Loop, ...] = _control_loops(
@@ -440,15 +461,13 @@ async def run(
             else:
                 watcher, cluster = setup
                 heartbeats.append(heartbeat)
-                listeners.append(cluster.allocations_changed)
-                registry.register(WritesCollector(cluster.applier))
-                metrics = _metrics_loop(
-                    cluster.driver,
-                    cluster.containers,
+                metrics = _node_metrics(
+                    cluster,
+                    config,
+                    listeners=listeners,
                     registry=registry,
                     heartbeats=heartbeats,
                     clock=clock,
-                    period=config.sysadvisor.period_s,
                 )
                 registry.register(ClusterCollector(node=cluster, watcher=watcher))
                 advisor, eviction = _control_loops(

@@ -62,9 +62,9 @@ def build_input(
 
     Usage is the containers' CPU rate summed; the scheduler wait is the run-queue
     delay of the region's tasks over the period, per scheduling event (timeslice);
-    PSI is the worst of the
-    region's cgroups where the kernel offers per-cgroup PSI, else the node's. A
-    region whose containers have no rates yet (their first reading) has no usage.
+    PSI is the worst of the region's cgroups where the kernel offers per-cgroup PSI
+    (never the node's: it counts the reclaimed pods' own waiting). A region whose
+    containers all have no rates yet (their first reading) has no usage.
     """
     share = _allocatable(pools)
     cpus: dict[str, float] = {SHARE_REGION: float(len(share))}
@@ -84,12 +84,9 @@ def build_input(
             else:
                 continue
             members[region].append(sample)
-    node_psi = None
-    if snapshot is not None and snapshot.node.cpu_pressure is not None:
-        node_psi = snapshot.node.cpu_pressure.some.avg10
     regions = []
     for name, samples in members.items():
-        regions.append(_region(name, kinds[name], cpus[name], samples, node_psi=node_psi))
+        regions.append(_region(name, kinds[name], cpus[name], samples))
     memory = 0
     if snapshot is not None and snapshot.node.memory_total_bytes is not None:
         memory = snapshot.node.memory_total_bytes
@@ -107,8 +104,6 @@ def _region(
     kind: str,
     cpus: float,
     typed: list[ContainerSample],
-    *,
-    node_psi: float | None,
 ) -> RegionInput:
     requests = sum(s.ref.cpu_request for s in typed)
     rated = [s for s in typed if s.metrics.rates is not None]
@@ -140,7 +135,9 @@ def _region(
         for s in typed
         if s.metrics.counters.cpu_pressure is not None
     ]
-    psi = max(pressures) if pressures else node_psi
+    # Only the region's own cgroups: the node's PSI counts the reclaimed pods'
+    # waiting too, and would make them throttle themselves for their own contention.
+    psi = max(pressures) if pressures else None
     working = [s.metrics.counters.memory_working_set for s in typed]
     working_set = sum(w for w in working if w is not None) if None not in working else None
     return RegionInput(

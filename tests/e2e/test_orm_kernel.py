@@ -131,9 +131,14 @@ async def test_orm_writes_the_kubelets_cgroups_and_processes(
                 for _ in range(200):
                     if agent.done():
                         agent.result()
-                    if driver.memory_limit(batch_cgroup) == 128 * MiB and oom_score_adj(
-                        batch.pid
-                    ) > oom_score_adj(web.pid):
+                    # Both pods are admitted and written one after the other: wait for
+                    # the last of everything checked below.
+                    if (
+                        driver.memory_limit(batch_cgroup) == 128 * MiB
+                        and oom_score_adj(batch.pid) > oom_score_adj(web.pid)
+                        and driver.cpuset(web_cgroup)[0] == share
+                        and driver.cpuset(batch_cgroup)[0] == share
+                    ):
                         break
                     await asyncio.sleep(0.05)
                 # What the kernel holds now, read back from its files.

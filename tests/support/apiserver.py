@@ -1345,7 +1345,9 @@ class FakeApiServer:
             raise ApiError(400, "the body of the request is not a JSON object")
         return body
 
-    async def _create_http(self, request: web.Request) -> web.StreamResponse:
+    async def _read_namespaced(self, request: web.Request) -> tuple[str, PodJSON, PodJSON]:
+        """The body of a namespaced create: (namespace, object, its metadata), the
+        metadata's namespace checked against the URL's as the API server does."""
         namespace = request.match_info["namespace"]
         obj = await self._read_json(request)
         meta = obj.get("metadata")
@@ -1357,6 +1359,10 @@ class FakeApiServer:
                 "the namespace of the provided object does not match the namespace sent on "
                 "the request",
             )
+        return namespace, obj, meta
+
+    async def _create_http(self, request: web.Request) -> web.StreamResponse:
+        namespace, obj, meta = await self._read_namespaced(request)
         name = meta.get("name") or ""
         if not name and meta.get("generateName"):
             alphabet = "bcdfghjklmnpqrstvwxz2456789"  # apiserver's SimpleNameGenerator
@@ -1420,17 +1426,7 @@ class FakeApiServer:
         )
 
     async def _create_event_http(self, request: web.Request) -> web.StreamResponse:
-        namespace = request.match_info["namespace"]
-        obj = await self._read_json(request)
-        meta = obj.get("metadata")
-        if not isinstance(meta, dict):
-            meta = obj["metadata"] = {}
-        if meta.get("namespace", namespace) != namespace:
-            raise ApiError(
-                400,
-                "the namespace of the provided object does not match the namespace sent on "
-                "the request",
-            )
+        namespace, obj, meta = await self._read_namespaced(request)
         name = meta.get("name") or ""
         missing = [
             path
