@@ -87,9 +87,7 @@ def build_input(
     regions = []
     for name, samples in members.items():
         regions.append(_region(name, kinds[name], cpus[name], samples))
-    memory = 0
-    if snapshot is not None and snapshot.node.memory_total_bytes is not None:
-        memory = snapshot.node.memory_total_bytes
+    memory = _memory_allocatable(snapshot)
     return AdvisorInput(
         at=snapshot.at if snapshot is not None else 0.0,
         fresh=fresh and snapshot is not None,
@@ -97,6 +95,34 @@ def build_input(
         memory_allocatable=memory,
         regions=tuple(regions),
     )
+
+
+def _memory_allocatable(snapshot: MetricsSnapshot | None) -> int:
+    """Memory the pods may use: MemTotal less what is held outside the share and
+    dedicated regions and the reclaimed pods (the kernel, node daemons, the
+    ``system_cores`` pods). That is the node's used memory (MemTotal -
+    MemAvailable) less every pod's working set; the system pods' own working sets
+    are taken off too. 0 (unknown) without MemTotal."""
+    if snapshot is None or snapshot.node.memory_total_bytes is None:
+        return 0
+    total = snapshot.node.memory_total_bytes
+    available = snapshot.node.memory_available_bytes
+    if available is None:
+        return total
+    pods = 0
+    system = 0
+    for sample in snapshot.containers.values():
+        counters = sample.metrics.counters
+        used = (
+            counters.memory_working_set
+            if counters.memory_working_set is not None
+            else counters.memory_usage
+        )
+        pods += used
+        if sample.ref.qos_level == str(QoSLevel.SYSTEM_CORES):
+            system += used
+    outside = max(0, (total - available) - pods)
+    return max(0, total - outside - system)
 
 
 def _region(
