@@ -155,7 +155,7 @@ async def test_snapshot_age(tmp_path: Path) -> None:
     try:
         await asyncio.wait_for(host.loop.next_snapshot(None), timeout=5)
         assert host.scrape()["katalyst_metrics_snapshot_age_seconds", ()] == 0.0
-        assert host.scrape()["katalyst_metrics_pass_duration_seconds", ()] >= 0.0
+        assert ("katalyst_metrics_pass_duration_seconds", ()) in host.scrape()
         await host.clock.advance(0.75)
         assert host.scrape()["katalyst_metrics_snapshot_age_seconds", ()] == 0.75
     finally:
