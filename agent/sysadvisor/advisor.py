@@ -149,7 +149,12 @@ class Advisor:
         trace: list[IndicatorTrace] = []
         for region in inp.regions:
             plan, steps = self._advise_region(
-                region, fresh=inp.fresh, alloc=alloc, floor=floor, stale_degraded=stale_degraded
+                region,
+                fresh=inp.fresh,
+                alloc=alloc,
+                floor=floor,
+                stale_degraded=stale_degraded,
+                idle=inp.reclaimed_idle,
             )
             region_plans.append(plan)
             trace.extend(steps)
@@ -215,6 +220,7 @@ class Advisor:
         alloc: float,
         floor: float,
         stale_degraded: bool,
+        idle: bool,
     ) -> tuple[RegionPlan, list[IndicatorTrace]]:
         limits = self._config.limits
         lower = limits.region_min_cpus
@@ -251,7 +257,8 @@ class Advisor:
             decision = "hold"
         else:
             steps = [
-                self._step(region, state, name, value, previous) for name, value in readings.items()
+                self._step(region, state, name, value, previous, idle=idle)
+                for name, value in readings.items()
             ]
             best = max(steps, key=lambda step: step.candidate)  # the first of equals wins
             requirement = _clamp(best.candidate, lower, upper)
@@ -279,15 +286,18 @@ class Advisor:
         name: IndicatorName,
         reading: float,
         previous: float,
+        *,
+        idle: bool,
     ) -> IndicatorTrace:
         indicator = self._config.indicators.get(name)
+        target = indicator.target_for(reclaimed_idle=idle)
         # The usage ratio is taken against the requirement, not the cpuset: the
         # cpuset follows the requirement only through rounding and the lend's ramp,
         # and may span the whole allocatable pool when the reclaim pool is empty,
         # so a ratio over it would not move when the requirement does.
         current = reading / previous if name == "cpu_usage_ratio" else reading
         current = min(current, MAX_CURRENT)
-        raw_error = math.log(max(current, EPS)) - math.log(indicator.target)
+        raw_error = math.log(max(current, EPS)) - math.log(target)
         in_band = -indicator.dead_band_down <= raw_error <= indicator.dead_band_up
         error = 0.0 if in_band else raw_error
 
@@ -317,7 +327,7 @@ class Advisor:
             indicator=name,
             reading=reading,
             current=current,
-            target=indicator.target,
+            target=target,
             raw_error=raw_error,
             error=error,
             p=step.p,
@@ -326,7 +336,7 @@ class Advisor:
             output=step.output,
             previous_requirement=previous,
             candidate=candidate,
-            breach=counts and current > indicator.hard_limit,
+            breach=counts and current > target * (1.0 + indicator.hard_margin),
         )
 
     def _memory(self, inp: AdvisorInput) -> tuple[int, int]:

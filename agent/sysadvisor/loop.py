@@ -57,6 +57,7 @@ def build_input(
     *,
     pools: Mapping[str, CPUSet],
     fresh: bool,
+    reclaimed_idle: bool = False,
 ) -> AdvisorInput:
     """One period's input: the share region, a region per dedicated pod, the node.
 
@@ -94,6 +95,7 @@ def build_input(
         allocatable_cpus=float(len(share)),
         memory_allocatable=memory,
         regions=tuple(regions),
+        reclaimed_idle=reclaimed_idle,
     )
 
 
@@ -241,8 +243,13 @@ class AdvisorLoop:
     async def step(self, snapshot: MetricsSnapshot | None, *, fresh: bool = True) -> Plan:
         """Decide from ``snapshot`` and apply; the plan."""
         started = time.perf_counter()
-        inp = build_input(snapshot, pools=self._cpu.pools(), fresh=fresh)
         cgroup = self._reclaimed()
+        inp = build_input(
+            snapshot,
+            pools=self._cpu.pools(),
+            fresh=fresh,
+            reclaimed_idle=self._is_idle(cgroup),
+        )
         if not self._resumed:
             self._resumed = True
             self._resume(cgroup)
@@ -260,6 +267,16 @@ class AdvisorLoop:
         if self._heartbeat is not None:
             self._heartbeat.beat(self._clock.monotonic())
         return plan
+
+    def _is_idle(self, cgroup: str | None) -> bool:
+        """Whether the reclaimed pods' parent runs SCHED_IDLE (``cpu.idle`` is 1)."""
+        if cgroup is None:
+            return False
+        try:
+            text = self._driver.fs.read_text(self._driver.path("cpu", cgroup, "cpu.idle"))
+        except (CgroupError, OSError):
+            return False  # no cpu.idle on this kernel, or the cgroup is gone
+        return text.strip() == "1"
 
     def _resume(self, cgroup: str | None) -> None:
         """After a restart, ramp from the quota the reclaimed pods already have."""

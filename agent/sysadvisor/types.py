@@ -121,6 +121,9 @@ class AdvisorInput:
     """Memory pods may use (bytes)."""
     regions: tuple[RegionInput, ...]
     """The share region (one) and a region per dedicated pod."""
+    reclaimed_idle: bool = False
+    """Whether the reclaimed pods run SCHED_IDLE (their parent's ``cpu.idle`` is 1):
+    indicators then use their ``target_reclaimed_idle``."""
 
     def __post_init__(self) -> None:
         _check_amount("AdvisorInput.allocatable_cpus", self.allocatable_cpus)

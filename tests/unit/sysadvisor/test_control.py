@@ -6,6 +6,7 @@ exact period at which the plan reacts.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -255,3 +256,20 @@ def test_same_inputs_same_plans_and_reset_starts_over() -> None:
     assert first == run(b, script)
     a.reset()
     assert run(a, script) == first
+
+
+def test_the_usage_target_is_higher_while_the_reclaimed_pods_run_sched_idle() -> None:
+    usage = 4.0  # 0.8 of the requests: above both targets, outside the dead bands
+    normal = Advisor(config()).advise(node(share(usage, requests=5.0)))
+    idle_input = dataclasses.replace(node(share(usage, requests=5.0)), reclaimed_idle=True)
+    idle = Advisor(config()).advise(idle_input)
+    # kp = 1 lands on usage / target in one period: 4 / 0.6 and 4 / 0.75.
+    assert normal.requirements["share"] == pytest.approx(usage / 0.6)
+    assert idle.requirements["share"] == pytest.approx(usage / 0.75)
+    (step,) = [t for t in idle.trace if t.indicator == "cpu_usage_ratio"]
+    assert step.target == 0.75
+    # The safety limit moves with it: 0.75 * 1.5.
+    surge = dataclasses.replace(node(share(5.5, requests=5.0)), reclaimed_idle=True)
+    assert Advisor(config()).advise(surge).mode == "normal"  # 1.1 < 1.125
+    unset = config({"indicators": {"cpu_usage_ratio": {"target_reclaimed_idle": 0}}})
+    assert Advisor(unset).advise(idle_input).requirements["share"] == pytest.approx(usage / 0.6)

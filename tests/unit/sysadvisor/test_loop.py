@@ -287,3 +287,20 @@ async def test_a_restart_resumes_from_the_reclaimed_quota_and_unknown_memory_is_
     # Ramped from the 3 CPUs the pods already had, not from the floor (0).
     assert plan.reclaim_cpus == pytest.approx(3.0 + 0.5)
     assert driver.memory_limit("reclaimed") is not None
+
+
+async def test_the_loop_tells_the_advisor_when_the_reclaimed_pods_run_sched_idle(
+    cpu_server: tuple[CPUPolicy, PluginServer],
+) -> None:
+    cpu, server = cpu_server
+    driver = open_driver(FakeCgroupFS.hybrid(cpus="0-7"))
+    driver.create("reclaimed")
+    loop = advisor_loop(cpu, server, driver, FakeClock())
+    busy = snapshot(sample("web", "shared_cores", request=1.0, cores=0.3))
+    await loop.step(busy)
+    assert loop.latest is not None and not loop.latest.input.reclaimed_idle
+    driver.set_cpu_idle("reclaimed", True)
+    plan = await loop.step(busy)
+    assert loop.latest.input.reclaimed_idle
+    (usage,) = [t for t in plan.trace if t.indicator == "cpu_usage_ratio"]
+    assert usage.target == 0.75
