@@ -36,9 +36,7 @@ def build_sample(
         cpu[uid] = cpu.get(uid, 0.0) + (rates.cpu_cores if rates is not None else 0.0)
         # The working set (usage less inactive page cache), as MemTotal - MemAvailable
         # counts it: the "pressure comes from pods" rule and the deficit compare them.
-        counters = sample.metrics.counters
-        used = counters.memory_working_set
-        memory[uid] = memory.get(uid, 0) + (used if used is not None else counters.memory_usage)
+        memory[uid] = memory.get(uid, 0) + sample.metrics.counters.memory_in_use
     pressure = node.memory_pressure
     return Sample(
         at=snapshot.at,

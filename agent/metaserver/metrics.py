@@ -87,6 +87,12 @@ class Counters:
     """Memory usage less the inactive file cache (what the kubelet calls the working
     set), bytes; None where memory.stat could not be read."""
 
+    @property
+    def memory_in_use(self) -> int:
+        """The working set where known, else the usage (bytes): what MemTotal -
+        MemAvailable counts of this container."""
+        return self.memory_usage if self.memory_working_set is None else self.memory_working_set
+
 
 @dataclass(frozen=True, slots=True)
 class Rates:

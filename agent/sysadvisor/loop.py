@@ -114,12 +114,7 @@ def _memory_allocatable(snapshot: MetricsSnapshot | None) -> int:
     pods = 0
     system = 0
     for sample in snapshot.containers.values():
-        counters = sample.metrics.counters
-        used = (
-            counters.memory_working_set
-            if counters.memory_working_set is not None
-            else counters.memory_usage
-        )
+        used = sample.metrics.counters.memory_in_use
         pods += used
         if sample.ref.qos_level == str(QoSLevel.SYSTEM_CORES):
             system += used

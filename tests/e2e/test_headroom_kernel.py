@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -22,6 +21,7 @@ from katalyst import cli
 from katalyst.cgroup import HostCgroupFS, open_driver
 from katalyst.cpuset import CPUSet
 from tests.support.kernel import check_kernel_ready
+from tests.support.wait import eventually
 
 pytestmark = pytest.mark.kernel
 
@@ -54,14 +54,6 @@ spec:
           resource.katalyst.kubewharf.io/reclaimed_millicpu: "500"
           resource.katalyst.kubewharf.io/reclaimed_memory: 64Mi
 """
-
-
-async def until(check: Callable[[], bool], what: str, *, timeout: float = 30.0) -> None:
-    for _ in range(int(timeout / 0.1)):
-        if check():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 async def test_reclaimed_cpu_shrinks_under_service_load_and_grows_back(
@@ -112,18 +104,22 @@ async def test_reclaimed_cpu_shrinks_under_service_load_and_grows_back(
         if task.done():
             task.result()
         # Idle service: the reclaimed job is lent most of the non-reserved CPUs.
-        await until(lambda: (quota() or 0) >= 50_000, "the lend to grow while the service idles")
+        await eventually(
+            lambda: (quota() or 0) >= 50_000, "the lend to grow while the service idles", timeout=30
+        )
         idle_quota = quota()
         assert await batch_cores() > 0.25  # the job runs on what the service leaves
 
         switch.touch()  # the service gets busy
-        await until(
-            lambda: (q := quota()) is not None and q <= 10_000, "the lend to drop under load"
+        await eventually(
+            lambda: (q := quota()) is not None and q <= 10_000,
+            "the lend to drop under load",
+            timeout=30,
         )
         assert await batch_cores() < 0.1  # throttled to the floor's 1 % quota
 
         switch.unlink()  # idle again: the lend comes back after the cool-down
-        await until(lambda: (quota() or 0) >= 50_000, "the lend to grow back")
+        await eventually(lambda: (quota() or 0) >= 50_000, "the lend to grow back", timeout=30)
         async with (
             aiohttp.ClientSession() as session,
             session.get(f"http://{http.result()}/status") as response,

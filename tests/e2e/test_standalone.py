@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -18,6 +17,7 @@ from agent.standalone.node import RECLAIMED_ROOT
 from katalyst.cgroup import HostCgroupFS, open_driver
 from katalyst.cpuset import CPUSet
 from tests.support.kernel import check_kernel_ready
+from tests.support.wait import eventually
 
 pytestmark = pytest.mark.kernel
 MiB = 1024 * 1024
@@ -50,15 +50,6 @@ spec:
           resource.katalyst.kubewharf.io/reclaimed_millicpu: "1000"
           resource.katalyst.kubewharf.io/reclaimed_memory: 128Mi
 """
-
-
-async def _until(check: Callable[[], bool], *, attempts: int = 100) -> None:
-    """Wait until ``check()`` holds; fail (naming it) if it never does."""
-    for _ in range(attempts):
-        if check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"never came true: {check}")
 
 
 async def test_a_shared_and_a_reclaimed_pod_run_in_their_cgroups(
@@ -99,7 +90,7 @@ async def test_a_shared_and_a_reclaimed_pod_run_in_their_cgroups(
             found = containers()
             return len(found) == 2 and all(driver.procs(cg) for cg in found.values())
 
-        await _until(running)
+        await eventually(running)
         by_container = containers()
         assert set(by_container) == {"server", "burn"}
         assert by_container["burn"].startswith(f"{RECLAIMED_ROOT}/pod")
@@ -126,7 +117,7 @@ async def test_a_shared_and_a_reclaimed_pod_run_in_their_cgroups(
         (burn_pid,) = driver.procs(burn)
         (server_pid,) = driver.procs(server)
         # The shell that waited to be attached has exec'ed the container's command.
-        await _until(lambda: psutil.Process(server_pid).cmdline() == ["sleep", "600"])
+        await eventually(lambda: psutil.Process(server_pid).cmdline() == ["sleep", "600"])
         assert psutil.Process(server_pid).cmdline() == ["sleep", "600"]
         assert psutil.Process(burn_pid).is_running()
         with open(f"/proc/{burn_pid}/oom_score_adj", encoding="ascii") as f:
@@ -160,10 +151,10 @@ async def test_a_shared_and_a_reclaimed_pod_run_in_their_cgroups(
         assert 'katalyst_container_memory_usage_bytes{container="server"' in metrics
         # Removing a manifest stops that pod and removes its cgroup.
         (folder / "batch.yaml").unlink()
-        await _until(
+        await eventually(
             lambda: not psutil.pid_exists(burn_pid) or psutil.Process(burn_pid).status() == "zombie"
         )
-        await _until(lambda: set(containers()) == {"server"})
+        await eventually(lambda: set(containers()) == {"server"})
         assert driver.children(RECLAIMED_ROOT) == []
     finally:
         stop.set()

@@ -22,19 +22,12 @@ from katalyst.cgroup.fake import FakeCgroupFS
 from katalyst.cpuset import CPUSet
 from tests.support.apiserver import FakeApiServer, node_manifest
 from tests.support.kubelet import Container, KubeletEmulator, Pod
+from tests.support.wait import eventually
 from tests.unit.qrm.cpu.machines import write_numa_machine
 
 GiB = 1024**3
 NODE = "node-a"
 LEVEL = "katalyst.kubewharf.io/qos_level"
-
-
-async def eventually(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    for _ in range(int(timeout / 0.02)):
-        if condition():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def pod(name: str, uid: str, *, level: str, cpu: str, guaranteed: bool = False) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -15,17 +15,10 @@ from kubernetes.aio import client as k8s
 from agent.metaserver.apiserver import ApiServerError, PodWatcher, WatchSettings, connect
 from katalyst.clock import MonotonicClock
 from tests.support.apiserver import FakeApiServer, pod_manifest
+from tests.support.wait import eventually
 
 NODE = "node-a"
 FAST = WatchSettings(backoff_initial_s=0.01, backoff_max_s=0.05, request_timeout_s=5)
-
-
-async def eventually(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    for _ in range(int(timeout / 0.01)):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture

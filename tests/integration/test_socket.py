@@ -7,7 +7,7 @@ import os
 import shutil
 import socket
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -18,20 +18,10 @@ from katalyst.clock import FakeClock
 from tests.integration.conftest import WATCHDOG_PERIOD
 from tests.integration.fake_policy import FakePolicy
 from tests.support.kubelet import Container, KubeletEmulator, Pod
+from tests.support.wait import eventually
 
 UID = "0e8f5d2c-4b7a-4f0e-8c1d-3a9b6e2f7c41"
 POD = Pod(uid=UID, name="web-0", containers=(Container("app", {"cpu": 1.0}),))
-
-
-async def eventually(predicate: Callable[[], bool], *, within: float = 10.0) -> None:
-    """Wait until ``predicate()`` holds, failing after ``within`` seconds: a bound on
-    work that gRPC does off the fake clock, not a timing assertion."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not predicate():
-        if loop.time() > deadline:
-            pytest.fail(f"condition not reached within {within} s")
-        await asyncio.sleep(0.01)
 
 
 def _stale_socket(path: Path) -> None:
