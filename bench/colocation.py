@@ -35,8 +35,13 @@ headroom and lend over time, from ``GET /status`` polled four times a period, an
 with ``--plot`` a PNG of them. Cgroups are made below this process's own and
 removed at the end, also on failure.
 
+With ``--repeat N`` every scenario runs N times, in rounds (a, b, c, d, step; then
+again), so that slow drifts of a shared machine fall on every scenario alike; the
+report then gives each round's key ratios and, for the goals, the median of every
+number over the rounds.
+
     python -m bench.colocation [--duration 20] [--rate 150] [--period 1] [--warmup 3]
-        [--static-cpus C] [--agent-config FILE] [--plot PATH] [--json PATH]
+        [--repeat 1] [--static-cpus C] [--agent-config FILE] [--plot PATH] [--json PATH]
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -116,6 +122,17 @@ class Latency:
     p999: float
     requests: int
     errors: int
+
+    @classmethod
+    def median(cls, rounds: Sequence[Latency]) -> Latency:
+        """Each percentile's median over ``rounds``; the requests and errors summed."""
+        return cls(
+            p50=median(r.p50 for r in rounds),
+            p99=median(r.p99 for r in rounds),
+            p999=median(r.p999 for r in rounds),
+            requests=sum(r.requests for r in rounds),
+            errors=sum(r.errors for r in rounds),
+        )
 
     @classmethod
     def of(cls, requests: Iterable[Request]) -> Latency:
@@ -225,6 +242,62 @@ class Goal:
     measured: str
     met: bool | None
     """None: could not be measured in this run."""
+
+
+def median(values: Iterable[float]) -> float:
+    """The median of the values that are numbers; NaN when none is."""
+    numbers = [v for v in values if not math.isnan(v)]
+    return statistics.median(numbers) if numbers else math.nan
+
+
+def _typical(items: Sequence[Any], key: Callable[[Any], float]) -> Any:
+    """The item whose key is the (lower) median; NaN keys sort last."""
+    ordered = sorted(items, key=lambda item: (math.isnan(key(item)), key(item)))
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def combine_rounds(runs: Sequence[ScenarioResult]) -> ScenarioResult:
+    """One scenario over several rounds: the median of each number (latency
+    percentiles, service and batch CPU, utilization), the requests summed; the
+    status readings and periods of the round whose p99 is the median, so that the
+    headroom table and the plot show a typical round."""
+    if not runs:
+        raise ValueError("combine_rounds: no rounds")
+    if len(runs) == 1:
+        return runs[0]
+    typical: ScenarioResult = _typical(runs, lambda r: r.latency.p99)
+    window = typical.window_s
+    return dataclasses.replace(
+        typical,
+        latency=Latency.median([r.latency for r in runs]),
+        service_cpu_s=median(r.service_cores for r in runs) * window,
+        batch_cpu_s=median(r.batch_cores for r in runs) * window,
+        node_util=median(r.node_util for r in runs),
+        pool_util=median(r.pool_util for r in runs),
+    )
+
+
+def combine_steps(steps: Sequence[StepResult]) -> StepResult:
+    """The load step over several rounds: the median cut (a round with no cut counts
+    as the longest), the median latencies and lend, the runs combined."""
+    if not steps:
+        raise ValueError("combine_steps: no rounds")
+    if len(steps) == 1:
+        return steps[0]
+
+    def cut(s: StepResult) -> float:
+        return math.inf if s.cut_after_periods is None else s.cut_after_periods
+
+    typical: StepResult = _typical(steps, cut)
+    lends = [s.lend_before for s in steps if s.lend_before is not None]
+    return dataclasses.replace(
+        typical,
+        run=combine_rounds([s.run for s in steps]),
+        before=Latency.median([s.before for s in steps]),
+        reaction=Latency.median([s.reaction for s in steps]),
+        after=Latency.median([s.after for s in steps]),
+        lend_before=median(lends) if lends else None,
+    )
 
 
 def ratio(x: float, y: float) -> float:
@@ -484,6 +557,8 @@ class Options:
     agent_config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     """Extra settings of the agent's config file (``--agent-config``); ``sysadvisor.
     period_s`` is always ``period``."""
+    repeat: int = 1
+    """Rounds of every scenario (``--repeat``); the goals use the medians."""
 
 
 def agent_settings(extra: Mapping[str, Any], *, period_s: float) -> dict[str, Any]:
@@ -524,6 +599,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         default=3.0,
         help="unmeasured seconds of load first (default 3)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        metavar="N",
+        default=1,
+        help="run every scenario N times, in interleaved rounds, and judge the goals on "
+        "the medians (default 1)",
     )
     parser.add_argument(
         "--static-cpus",
@@ -567,6 +650,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         parser.error(f"--rate: must be > 0 and <= 5000 requests per second, got {args.rate:g}")
     if args.warmup < 0:
         parser.error(f"--warmup: must be >= 0, got {args.warmup:g}")
+    if not 1 <= args.repeat <= 20:
+        parser.error(f"--repeat: must be between 1 and 20 rounds, got {args.repeat}")
     if args.static_cpus is not None and not args.static_cpus >= 0.01:
         parser.error(
             f"--static-cpus: must be >= 0.01 (the kernel's smallest quota is 1 ms per "
@@ -604,6 +689,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         plot=args.plot,
         json=args.json,
         agent_config=agent_config,
+        repeat=args.repeat,
     )
 
 
@@ -1031,7 +1117,8 @@ def format_report(
         f"service: {opts.rate:g} req/s open loop, {WORK_US} us of work per request "
         f"({rounds} hash rounds); {opts.duration:g} s measured per scenario after "
         f"{opts.warmup:g} s of warm-up; agent period {opts.period:g} s; "
-        f"(c) quota {static:g} CPU",
+        f"(c) quota {static:g} CPU"
+        + (f"; every number the median of {opts.repeat} rounds" if opts.repeat > 1 else ""),
         "agent settings: "
         + (json.dumps(opts.agent_config, sort_keys=True) if opts.agent_config else "defaults")
         + f", sysadvisor.period_s {opts.period:g}",
@@ -1104,6 +1191,57 @@ def format_report(
     for run, step_at_s in agent_runs:
         if run is not None and run.samples:
             lines += ["", *headroom_table(run, step_at_s=step_at_s)]
+    return lines
+
+
+def round_summaries(
+    per_round: Sequence[Mapping[str, ScenarioResult]],
+    steps: Sequence[StepResult],
+    allocatable_cpus: float,
+) -> list[dict[str, float | None]]:
+    """Each round's key numbers: the p99s of (a) and (d), (d)'s p99 and batch against
+    (a) and (c), the share of (a)'s idle CPU the batch got, and the step's cut."""
+    out: list[dict[str, float | None]] = []
+    for k, results in enumerate(per_round):
+        a, c, d = results.get("a"), results.get("c"), results.get("d")
+        step = steps[k] if k < len(steps) else None
+        nan = math.nan
+        out.append(
+            {
+                "p99_a_ms": a.latency.p99 if a else nan,
+                "p99_d_ms": d.latency.p99 if d else nan,
+                "p99_d_vs_a": ratio(d.latency.p99, a.latency.p99) if a and d else nan,
+                "p99_d_vs_c": ratio(d.latency.p99, c.latency.p99) if c and d else nan,
+                "batch_d_vs_c": ratio(d.batch_cores, c.batch_cores) if c and d else nan,
+                "idle_share_d": (
+                    ratio(d.batch_cores, idle_cores(a, allocatable_cpus)) if a and d else nan
+                ),
+                "step_cut_periods": step.cut_after_periods if step else None,
+            }
+        )
+    return out
+
+
+def round_table(
+    per_round: Sequence[Mapping[str, ScenarioResult]],
+    steps: Sequence[StepResult],
+    *,
+    allocatable_cpus: float,
+) -> list[str]:
+    """One line per round: the spread behind the medians the goals are judged on."""
+    lines = [
+        f"rounds (the goals above use the medians of {len(per_round)} rounds)",
+        f"  {'round':>5} {'p99 a':>7} {'p99 d':>7} {'d/a':>6} {'d/c':>6} "
+        f"{'batch d/c':>9} {'idle share':>10} {'step cut':>8}",
+    ]
+    for k, row in enumerate(round_summaries(per_round, steps, allocatable_cpus), start=1):
+        cut = row["step_cut_periods"]
+        lines.append(
+            f"  {k:>5} {_f(row['p99_a_ms']):>7} {_f(row['p99_d_ms']):>7} "
+            f"{_f(row['p99_d_vs_a']):>6} {_f(row['p99_d_vs_c']):>6} "
+            f"{_f(row['batch_d_vs_c']):>9} {_f(row['idle_share_d']):>10} "
+            f"{_f(cut):>8}"
+        )
     return lines
 
 
@@ -1251,6 +1389,42 @@ def titles(opts: Options, machine: Machine) -> dict[str, str]:
     }
 
 
+def run_round(
+    opts: Options, machine: Machine, *, rounds: int | None
+) -> tuple[dict[str, ScenarioResult], StepResult, int]:
+    """One round: (a), (b), (c), (d) and the load step; returns them and the hash
+    rounds per request (calibrated in (a) when ``rounds`` is None)."""
+    title = titles(opts, machine)
+    results: dict[str, ScenarioResult] = {}
+    for name in ("a", "b", "c"):
+        print(f"running {title[name]} ...", flush=True)
+        results[name], rounds = run_plain(name, title[name], opts, machine, rounds=rounds)
+    assert rounds is not None
+    print(f"running {title['d']} ...", flush=True)
+    results["d"], _ = run_agent(
+        "d", title["d"], opts, machine, rounds=rounds, phases=[(opts.rate, opts.duration)]
+    )
+    print(f"running {title['step']} ...", flush=True)
+    half = opts.duration / 2
+    run, requests = run_agent(
+        "step",
+        title["step"],
+        opts,
+        machine,
+        rounds=rounds,
+        phases=[(opts.rate, half), (2 * opts.rate, half)],
+    )
+    step = step_result(
+        run,
+        requests,
+        step_at_s=half,
+        rate_before=opts.rate,
+        rate_after=2 * opts.rate,
+        period_s=opts.period,
+    )
+    return results, step, rounds
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     opts = parse_args(argv)
     machine = machine_here()
@@ -1261,43 +1435,31 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    title = titles(opts, machine)
-    results: dict[str, ScenarioResult] = {}
+    per_round: list[dict[str, ScenarioResult]] = []
+    steps: list[StepResult] = []
     rounds: int | None = None
     try:
-        for name in ("a", "b", "c"):
-            print(f"running {title[name]} ...", flush=True)
-            results[name], rounds = run_plain(name, title[name], opts, machine, rounds=rounds)
-        assert rounds is not None
-        print(f"running {title['d']} ...", flush=True)
-        results["d"], _ = run_agent(
-            "d", title["d"], opts, machine, rounds=rounds, phases=[(opts.rate, opts.duration)]
-        )
-        print(f"running {title['step']} ...", flush=True)
-        half = opts.duration / 2
-        run, requests = run_agent(
-            "step",
-            title["step"],
-            opts,
-            machine,
-            rounds=rounds,
-            phases=[(opts.rate, half), (2 * opts.rate, half)],
-        )
+        for k in range(opts.repeat):
+            if opts.repeat > 1:
+                print(f"round {k + 1} of {opts.repeat}", flush=True)
+            results, step, rounds = run_round(opts, machine, rounds=rounds)
+            per_round.append(results)
+            steps.append(step)
     except (RuntimeError, CgroupError, OSError) as exc:
         print(f"the benchmark could not run: {exc}", file=sys.stderr)
         return 1
-    step = step_result(
-        run,
-        requests,
-        step_at_s=half,
-        rate_before=opts.rate,
-        rate_after=2 * opts.rate,
-        period_s=opts.period,
-    )
+    assert rounds is not None
+    results = {name: combine_rounds([r[name] for r in per_round]) for name in per_round[0]}
+    step = combine_steps(steps)
     print()
-    print("\n".join(format_report(results, step, machine=machine, opts=opts, rounds=rounds)))
+    lines = format_report(results, step, machine=machine, opts=opts, rounds=rounds)
+    if opts.repeat > 1:
+        lines += ["", *round_table(per_round, steps, allocatable_cpus=machine.allocatable_cpus)]
+    print("\n".join(lines))
     if opts.json is not None:
         doc = report_json(results, step, machine=machine, opts=opts, rounds=rounds)
+        assert isinstance(doc, dict)
+        doc["rounds"] = _jsonable(round_summaries(per_round, steps, machine.allocatable_cpus))
         opts.json.write_text(json.dumps(doc, indent=2) + "\n")
         print(f"\nnumbers written to {opts.json}")
     if opts.plot is not None:

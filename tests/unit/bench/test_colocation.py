@@ -25,6 +25,8 @@ from bench.colocation import (
     StepResult,
     agent_settings,
     better_on_one_equal_on_other,
+    combine_rounds,
+    combine_steps,
     converged,
     evaluate_goals,
     format_report,
@@ -38,6 +40,7 @@ from bench.colocation import (
     ratio,
     ratios,
     report_json,
+    round_table,
     sample_from_status,
     save_plot,
     step_result,
@@ -360,6 +363,60 @@ def test_report_text_and_json() -> None:
     assert [g["met"] for g in back["goals"]] == [True, True, True, True]
 
 
+# ---- repeated rounds ---------------------------------------------------------------------------
+
+
+def test_combine_rounds_takes_medians_and_the_typical_rounds_readings() -> None:
+    runs = [
+        dataclass_replace_samples(
+            result("d", p99=p99, batch_cores=batch), [sample(0.5, lend, batch=0.1)]
+        )
+        for p99, batch, lend in ((9.0, 0.6, 0.1), (5.0, 0.5, 0.2), (4.0, 0.7, 0.3))
+    ]
+    got = combine_rounds(runs)
+    assert got.latency.p99 == 5.0
+    assert got.latency.requests == 300  # summed
+    assert got.batch_cores == pytest.approx(0.6)
+    assert got.samples == runs[1].samples  # the round with the median p99
+    # An even count: the mean of the middle two; the lower one's readings.
+    two = combine_rounds(runs[1:])
+    assert two.latency.p99 == pytest.approx(4.5)
+    assert two.samples == runs[2].samples
+    assert combine_rounds(runs[:1]) is runs[0]
+
+
+def test_combine_rounds_ignores_rounds_without_answers() -> None:
+    empty = dataclasses.replace(
+        result("d", p99=1.0), latency=Latency(math.nan, math.nan, math.nan, 5, 5)
+    )
+    got = combine_rounds([empty, result("d", p99=7.0), result("d", p99=3.0)])
+    assert got.latency.p99 == pytest.approx(5.0)
+    assert got.latency.errors == 5
+    with pytest.raises(ValueError, match="no rounds"):
+        combine_rounds([])
+
+
+def test_combine_steps_counts_a_round_without_a_cut_as_the_slowest() -> None:
+    got = combine_steps([step_with(0.5, None), step_with(0.4, 1.0), step_with(0.6, 3.0)])
+    assert got.cut_after_periods == 3.0
+    assert got.lend_before == 0.5
+    worst = combine_steps([step_with(0.5, None), step_with(0.5, None), step_with(0.5, 1.0)])
+    assert worst.cut_after_periods is None
+    assert combine_steps([step_with(None, None)]).lend_before is None
+
+
+def test_round_table_shows_each_rounds_ratios() -> None:
+    one, two = full_results(), full_results()
+    two["d"] = result("d", p99=10.0, batch_cores=0.35)
+    lines = round_table(
+        [one, two], [step_with(0.5, 1.25), step_with(0.5, None)], allocatable_cpus=1.0
+    )
+    assert "medians of 2 rounds" in lines[0]
+    first, second = lines[2].split(), lines[3].split()
+    assert first == ["1", "5.00", "5.40", "1.08", "0.54", "1.20", "0.86", "1.25"]
+    assert second == ["2", "5.00", "10.00", "2.00", "1.00", "0.70", "0.50", "-"]
+
+
 def test_plot_is_skipped_without_matplotlib(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -376,6 +433,7 @@ def test_defaults_fit_the_three_minute_budget() -> None:
     got = parse_args([])
     assert (got.duration, got.rate, got.period, got.warmup) == (20.0, 150.0, 1.0, 3.0)
     assert got.plot is None and got.json is None and got.agent_config == {}
+    assert got.repeat == 1
 
 
 @pytest.mark.parametrize(
@@ -386,6 +444,7 @@ def test_defaults_fit_the_three_minute_budget() -> None:
         (["--rate", "0"], "--rate"),
         (["--period", "0.01"], "--period"),
         (["--warmup", "-1"], "--warmup"),
+        (["--repeat", "0"], "--repeat"),
         (["--static-cpus", "0"], "--static-cpus"),
         (["--plot", "/nonexistent-dir-kq/x.png"], "--plot"),
     ],
