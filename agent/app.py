@@ -36,6 +36,14 @@ from agent.eviction import (
     build_plugins,
 )
 from agent.eviction.sampling import build_sample
+from agent.isolation.io_loop import IOLoop
+from agent.isolation.network import NetworkLoop
+from agent.isolation.setup import (
+    IsolationSetupError,
+    build_network_policy,
+    isolation_loops,
+)
+from agent.isolation.setup import cleanup as isolation_cleanup
 from agent.metaserver.apiserver import (
     ApiServerError,
     ApiServerEvictionClient,
@@ -55,6 +63,7 @@ from agent.observability import (
 from agent.qrm.checkpoints import restore_or_new
 from agent.qrm.cpu import CPUPolicy
 from agent.qrm.memory import MemoryPolicy
+from agent.qrm.network import NIC, NetworkPolicy
 from agent.qrm.server import OnChange, PluginServer, PluginServerError
 from agent.reporter import (
     ReclaimSample,
@@ -138,7 +147,7 @@ def build_policies(
 
 def _checkpointer(
     store: CheckpointStore,
-    policy: CPUPolicy | MemoryPolicy,
+    policy: CPUPolicy | MemoryPolicy | NetworkPolicy,
     listeners: Sequence[Callable[[], None]] = (),
 ) -> OnChange:
     """Save the policy after every change, then tell ``listeners`` (kept by reference:
@@ -290,6 +299,46 @@ def _control_loops(
     return advisor, eviction
 
 
+def _isolation(
+    config: AgentConfig,
+    node: LocalNode | ClusterNode,
+    *,
+    network: NetworkPolicy,
+    nics: Sequence[NIC],
+    reclaimed_cgroup: Callable[[], str | None],
+    registry: CollectorRegistry,
+    heartbeats: list[Heartbeat],
+    status_parts: dict[str, Callable[[], Mapping[str, object]]],
+    clock: Clock,
+    sysfs: str,
+) -> list[NetworkLoop | IOLoop]:
+    """The network and IO isolation loops of a node (docs/isolation.md)."""
+    try:
+        return isolation_loops(
+            network=config.network,
+            io=config.io,
+            nics=nics,
+            policy=network,
+            driver=node.driver,
+            containers=node.containers,
+            reclaimed_cgroup=reclaimed_cgroup,
+            registry=registry,
+            heartbeats=heartbeats,
+            status_parts=status_parts,
+            clock=clock,
+            sysfs=sysfs,
+        )
+    except IsolationSetupError as exc:
+        raise StartupError(str(exc)) from exc
+
+
+def _release(loops: Iterable[object]) -> None:
+    """After the loops stopped: let the network loop prune what belongs to no one."""
+    for loop in loops:
+        if isinstance(loop, NetworkLoop):
+            loop.release()
+
+
 def _report_loop(
     config: AgentConfig,
     *,
@@ -360,8 +409,12 @@ async def run(
     except OSError as exc:
         raise StartupError(f"state_dir {config.state_dir}: {exc.strerror}") from exc
     cpu, memory = build_policies(config, store=store, sysfs=sysfs)
+    try:
+        network, nics = build_network_policy(config.network, store=store, sysfs=sysfs)
+    except IsolationSetupError as exc:
+        raise StartupError(str(exc)) from exc
     socket_dir = socket_dir_for(config)
-    policies: tuple[CPUPolicy | MemoryPolicy, ...] = (cpu, memory)
+    policies: tuple[CPUPolicy | MemoryPolicy | NetworkPolicy, ...] = (cpu, memory, network)
     # Loops that must hear of every allocation change (the cluster node in QRM mode).
     listeners: list[Callable[[], None]] = []
     checkpointers = [_checkpointer(store, p, listeners) for p in policies]
@@ -432,6 +485,22 @@ async def run(
                 status_parts=status_parts,
                 clock=clock,
             )
+            controls += tuple(
+                _isolation(
+                    config,
+                    node,
+                    network=network,
+                    nics=nics,
+                    reclaimed_cgroup=lambda: (
+                        RECLAIMED_ROOT if local.driver.exists(RECLAIMED_ROOT) else None
+                    ),
+                    registry=registry,
+                    heartbeats=heartbeats,
+                    status_parts=status_parts,
+                    clock=clock,
+                    sysfs=sysfs,
+                )
+            )
             if node_ready is not None:
                 node_ready.set()
             async with asyncio.TaskGroup() as loops:
@@ -443,6 +512,7 @@ async def run(
                     loops.create_task(_supervised(name, loop, stop, clock))
                 for control in controls:
                     loops.create_task(_supervised(type(control).__name__, control, stop, clock))
+            _release(controls)
         else:
             heartbeat = Heartbeat("cluster-node", max_age=60.0)
             setup = await _cluster(
@@ -501,7 +571,19 @@ async def run(
                     status_parts=status_parts,
                     clock=clock,
                 )
-                controls = (advisor, eviction, report)
+                isolation = _isolation(
+                    config,
+                    cluster,
+                    network=network,
+                    nics=nics,
+                    reclaimed_cgroup=cluster.reclaimed_cgroup,
+                    registry=registry,
+                    heartbeats=heartbeats,
+                    status_parts=status_parts,
+                    clock=clock,
+                    sysfs=sysfs,
+                )
+                controls = (advisor, eviction, report, *isolation)
                 if node_ready is not None:
                     node_ready.set()
                 async with asyncio.TaskGroup() as loops:
@@ -514,6 +596,7 @@ async def run(
                         loops.create_task(_supervised(name, loop, stop, clock))
                     for control in controls:
                         loops.create_task(_supervised(type(control).__name__, control, stop, clock))
+                _release(controls)
     for save in checkpointers:
         await save()
     log.info("stopped; checkpoints flushed")
@@ -624,11 +707,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     configure_logging(str(config.log_format))
     try:
+        if config.cleanup:
+            # Outside any event loop: pyroute2's synchronous API runs one of its own.
+            for line in cleanup_node(config) or ["nothing to clean up"]:
+                log.info("cleanup: %s", line)
+            return 0
         asyncio.run(_main(config))
     except StartupError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def cleanup_node(config: AgentConfig, *, cgroupfs: CgroupFS | None = None) -> list[str]:
+    """``--cleanup``: remove what the agent wrote to the kernel beyond pod cgroups
+    (tc trees and nftables tables on the configured interfaces, net_cls classids,
+    the reclaimed pods' IO throttles); returns what it did."""
+    fs = cgroupfs or HostCgroupFS()
+    try:
+        if config.standalone is not None:
+            root = config.cgroup_root
+            if root == AgentConfig().cgroup_root:
+                root = STANDALONE_CGROUP_ROOT
+            driver = open_driver(fs, base=root, below_own_cgroup=True)
+            reclaimed = [RECLAIMED_ROOT]
+        else:
+            driver = open_driver(fs)
+            root = config.cgroup_root
+            reclaimed = [f"{root}/besteffort", f"{root}.slice/{root}-besteffort.slice"]
+    except CgroupError as exc:
+        raise StartupError(f"cgroups: {exc}") from exc
+    return isolation_cleanup(config.network, driver=driver, reclaimed=reclaimed)
 
 
 async def _main(config: AgentConfig) -> None:

@@ -23,6 +23,8 @@ import yaml
 
 from agent.errors import ConfigError
 from agent.eviction.config import EvictionConfig
+from agent.isolation.io_config import IOConfig
+from agent.isolation.network import NetworkConfig
 from agent.reporter.config import ReporterConfig
 from agent.sysadvisor.config import AdvisorConfig
 from katalyst.cgroup import validate_cgroup_path
@@ -82,6 +84,14 @@ class AgentConfig:
     """The eviction manager (``eviction:`` section of the config file only)."""
     reporter: ReporterConfig = field(default_factory=ReporterConfig)
     """The reporter of reclaimed capacity (``reporter:`` section of the config file only)."""
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    """The NIC inventory and network isolation (``network:`` section of the config file
+    only)."""
+    io: IOConfig = field(default_factory=IOConfig)
+    """Block IO isolation (``io:`` section of the config file only)."""
+    cleanup: bool = False
+    """``--cleanup`` (flag only): remove what the agent wrote to the kernel beyond pod
+    cgroups (its tc trees, nftables tables, net_cls classids, IO throttles) and exit."""
 
 
 # Flag name -> (field, help). The single table keeps --help, the environment
@@ -110,9 +120,16 @@ def build_parser(prog: str = "katalyst-agent") -> argparse.ArgumentParser:
         "The node agent. Settings come from --config FILE (YAML, keys as the flags with "
         f"underscores), then {ENV_PREFIX}<FLAG> environment variables, then flags. The "
         "file alone may also hold the sections sysadvisor: (docs/headroom.md), "
-        "eviction: (docs/eviction.md) and reporter: (docs/reporter.md).",
+        "eviction: (docs/eviction.md), reporter: (docs/reporter.md), network: and io: "
+        "(docs/isolation.md).",
     )
     parser.add_argument("--config", metavar="FILE", help="YAML file with any of the settings below")
+    parser.add_argument(
+        "--cleanup",
+        action="store_true",
+        help="remove the agent's tc trees, nftables tables, net_cls classids and IO "
+        "throttles (per the network: and io: settings), then exit",
+    )
     for name, text in _FIELDS:
         flag = "--" + name.replace("_", "-")
         metavar = {
@@ -185,6 +202,8 @@ _SECTIONS: Mapping[str, Callable[[Mapping[str, object]], object]] = {
     "sysadvisor": lambda m: AdvisorConfig.from_mapping(m, where="sysadvisor"),
     "eviction": lambda m: EvictionConfig.from_mapping(m, where="eviction"),
     "reporter": lambda m: ReporterConfig.from_mapping(m, where="reporter"),
+    "network": lambda m: NetworkConfig.from_mapping(m, where="network"),
+    "io": lambda m: IOConfig.from_mapping(m, where="io"),
 }
 
 
@@ -243,4 +262,5 @@ def load_config(argv: Sequence[str], env: Mapping[str, str] | None = None) -> Ag
         raw = getattr(args, name)
         if raw is not None:
             values[name] = _convert(name, raw, "--" + name.replace("_", "-"))
+    values["cleanup"] = bool(args.cleanup)
     return dataclasses.replace(AgentConfig(), **values)  # type: ignore[arg-type]

@@ -145,6 +145,66 @@ def format_status(status: dict[str, object]) -> list[str]:
         f"  own cpuset         {advisor['reclaim_pool_cpus']} CPUs (0: shares the share pool)",
         f"  memory limit       {memory // 2**20 if isinstance(memory, int) else '-'} MiB",
     ]
+    return lines + _network_lines(status.get("network")) + _io_lines(status.get("io"))
+
+
+def _mbit(value: object) -> str:
+    return f"{value:.1f}" if isinstance(value, int | float) else "-"
+
+
+def _network_lines(network: object) -> list[str]:
+    """The network part of ``/status``: each shaped interface's classes and cap."""
+    if not isinstance(network, dict):
+        return []
+    lines = [
+        "",
+        "network isolation: "
+        + ("supported" if network.get("supported") else "NOT fully supported")
+        + f", {network.get('classified_containers', 0)} containers classified"
+        + (f" ({network['classify_error']})" if network.get("classify_error") else ""),
+        f"  {'INTERFACE':<16} {'LINK':>7} {'MODE':<9} {'CAP':>7} {'TARGET':>7} "
+        f"{'SERVICE':>7} {'SYSTEM':>7} {'SHARED':>7} {'RECLAIMED':>9}  (Mbit/s)",
+    ]
+    for i in network.get("interfaces", []):
+        if not isinstance(i, dict):
+            continue
+        through = i.get("throughput_mbit") or {}
+        name = str(i.get("name", "?")) + (f"@{i['netns']}" if i.get("netns") else "")
+        lines.append(
+            f"  {name[:16]:<16} {_mbit(i.get('link_mbit')):>7} {i.get('mode') or '-'!s:<9} "
+            f"{_mbit(i.get('reclaimed_cap_mbit')):>7} {_mbit(i.get('cap_target_mbit')):>7} "
+            f"{_mbit(i.get('service_mbit')):>7} {_mbit(through.get('system')):>7} "
+            f"{_mbit(through.get('shared')):>7} {_mbit(through.get('reclaimed')):>9}"
+            + (f"  ERROR {i['error']}" if i.get("error") else "")
+        )
+    return lines
+
+
+def _io_lines(io: object) -> list[str]:
+    """The IO part of ``/status``: the reclaimed throttle per device and why."""
+    if not isinstance(io, dict):
+        return []
+    pressure = io.get("pressure")
+    lines = [
+        "",
+        f"io isolation: {io.get('mode', '-')} mode ({io.get('action', '-')}), pressure "
+        + (f"{pressure:.1f}" if isinstance(pressure, int | float) else "-")
+        + f" % ({io.get('pressure_scope') or '-'}) against target {io.get('pressure_target')} %"
+        + f", reclaimed cgroup {io.get('reclaimed_cgroup') or '-'}",
+        f"  {'DEVICE':<16} {'READ B/S':>12} {'WRITE B/S':>12} {'READ IOPS':>10} {'WRITE IOPS':>10}",
+    ]
+    for d in io.get("devices", []):
+        if not isinstance(d, dict):
+            continue
+        limit = d.get("limit") or {}
+        cells = [
+            "-" if limit.get(k) is None else str(limit[k])
+            for k in ("read_bps", "write_bps", "read_iops", "write_iops")
+        ]
+        name = f"{d.get('name') or '?'} ({d.get('device', '?')})"
+        lines.append(
+            f"  {name[:16]:<16} {cells[0]:>12} {cells[1]:>12} {cells[2]:>10} {cells[3]:>10}"
+        )
     return lines
 
 

@@ -608,6 +608,10 @@ class CgroupDriver(abc.ABC):
         """The current throttle on ``device``."""
 
     @abc.abstractmethod
+    def io_limited_devices(self, cgroup: str) -> list[str]:
+        """The devices (``major:minor``) with any throttle on ``cgroup``, sorted."""
+
+    @abc.abstractmethod
     def set_io_weight(self, cgroup: str, weight: int) -> bool:
         """Proportional IO weight in v2 units [1, 10000], default 100.
 

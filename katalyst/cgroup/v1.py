@@ -253,6 +253,13 @@ class CgroupV1Driver(CgroupDriver):
             values[attr] = parse_file(path, self.fs.read_text(path), _device_table).get(device)
         return IOLimit(**values)
 
+    def io_limited_devices(self, cgroup: str) -> list[str]:
+        devices: set[str] = set()
+        for _, name in _THROTTLE:
+            path = self.path("blkio", cgroup, name)
+            devices.update(parse_file(path, self.fs.read_text(path), _device_table))
+        return sorted(devices)
+
     def set_io_weight(self, cgroup: str, weight: int) -> bool:
         check_range("io weight", weight, 1, 10000, cgroup)
         for name, lo, hi in _WEIGHT_FILES:

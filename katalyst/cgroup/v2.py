@@ -183,6 +183,11 @@ class CgroupV2Driver(CgroupDriver):
         path = self.path("io", cgroup, "io.max")
         return parse_file(path, self.fs.read_text(path), lambda t: _parse_io_max(t, device))
 
+    def io_limited_devices(self, cgroup: str) -> list[str]:
+        path = self.path("io", cgroup, "io.max")
+        text = self.fs.read_text(path)
+        return sorted({line.split()[0] for line in text.splitlines() if line.split()})
+
     def set_io_limit(self, cgroup: str, device: str, limit: IOLimit) -> bool:
         validate_device(device)
         check_io_limit(limit, cgroup)

@@ -285,8 +285,10 @@ def test_io_throttle_per_device(env: DriverEnv) -> None:
     assert d.set_io_limit("io", dev, limit) is True
     assert d.set_io_limit("io", dev, limit) is False
     assert d.io_limit("io", dev) == limit
+    assert d.io_limited_devices("io") == [dev]
     assert d.set_io_limit("io", dev, IOLimit()) is True
     assert d.io_limit("io", dev) == IOLimit()
+    assert d.io_limited_devices("io") == []
     with pytest.raises(CgroupInvalidValue):
         d.set_io_limit("io", "sda", limit)
     with pytest.raises(CgroupInvalidValue, match="does not exist"):

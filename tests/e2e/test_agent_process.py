@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.standalone.runtime import kill_cgroup_tasks
 from katalyst.cgroup import HostCgroupFS, open_driver
 from tests.support.kernel import check_kernel_ready
 
@@ -66,16 +67,31 @@ def test_sigterm_closes_sockets_stops_pods_flushes_checkpoints_and_exits_0(
             time.sleep(0.05)
         assert pod_pid is not None, "the pod never started"
         sockets = sorted(p.name for p in (state / "plugins").iterdir())
-        assert sockets == ["qrm_cpu_plugin.sock", "qrm_memory_plugin.sock"]
+        assert sockets == [
+            "qrm_cpu_plugin.sock",
+            "qrm_memory_plugin.sock",
+            "qrm_network_plugin.sock",
+        ]
         agent.send_signal(signal.SIGTERM)
         status = agent.wait(timeout=15)
     finally:
         if agent.poll() is None:
-            agent.kill()
-            agent.wait()
+            # A failed assertion: stop the agent the way that stops its pods first.
+            agent.send_signal(signal.SIGTERM)
+            try:
+                agent.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                agent.kill()
+                agent.wait()
+        leftover = driver.exists("")
+        if leftover:  # what the agent should have removed; removed here so as not to leak
+            for pod in driver.children(""):
+                for container in driver.children(pod):
+                    kill_cgroup_tasks(driver, f"{pod}/{container}")
+            driver.remove("")
     stderr = agent.stderr.read().decode() if agent.stderr else ""
     assert status == 0, stderr
     assert list((state / "plugins").iterdir()) == [], "the sockets are closed and removed"
     assert (state / "checkpoints" / "qrm_cpu_plugin").exists()
-    assert not driver.exists(""), "the pods' cgroups are gone"
+    assert not leftover, "the pods' cgroups are gone"
     assert '"msg": "stopped; checkpoints flushed"' in stderr

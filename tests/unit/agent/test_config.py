@@ -35,7 +35,7 @@ def test_flags_beat_environment_beat_file(tmp_path: Path) -> None:
 def test_every_field_has_a_flag_or_is_a_config_file_section() -> None:
     help_text = build_parser().format_help()
     for name in AgentConfig.__dataclass_fields__:
-        if name in ("sysadvisor", "eviction", "reporter"):
+        if name in ("sysadvisor", "eviction", "reporter", "network", "io"):
             assert f"{name}:" in help_text  # named as a section of --config
         else:
             assert "--" + name.replace("_", "-") in help_text

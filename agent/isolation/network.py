@@ -1,0 +1,580 @@
+"""Network isolation: one HTB class per QoS class on each shaped interface, and a
+reclaimed class capped every period from what the others measurably use.
+
+Classes (minor numbers under the agent's root qdisc ``6b71:``, see
+:mod:`agent.isolation.tc`):
+
+========  ===========================  ==========================================
+class     who                          rate / ceil
+========  ===========================  ==========================================
+``10``    system_cores, dedicated_     the pods' guaranteed ``net_bandwidth`` (at
+          cores, and unclassified      least ``min_class_ratio`` of the link) /
+          traffic (the default class)  the link
+``20``    shared_cores                 the same for shared pods / the link
+``30``    reclaimed_cores              ``min(floor, cap)`` / the cap, at the lowest
+                                       priority for spare bandwidth
+========  ===========================  ==========================================
+
+The cap follows Heracles (Lo et al., ISCA 2015), from the byte counters of the
+other classes measured over the last period::
+
+    cap = link - service_bw - max(headroom_ratio * link, service_margin_ratio * service_bw)
+
+clamped to ``[floor, link]``; a lower cap applies at once, a higher one grows by
+at most ``step_up_ratio * link`` per period (the CPU loop's ramp rules), and
+counters that are missing for ``stale_periods`` periods put the cap at the floor
+(degraded), never at the link.
+
+Traffic is classified by cgroup: each container's ``net_cls.classid`` is the class
+id of its QoS class (:mod:`agent.isolation.netcls`) and the agent's nftables
+table sets ``skb->priority`` from it (:mod:`agent.isolation.nft`), which HTB maps
+to the class. The loop owns its qdisc, classes, table and classids: it restores
+them when someone removes them, and :meth:`NetworkLoop.cleanup` removes them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from agent.isolation.netcls import NetClsClassifier, NetClsError
+from agent.isolation.nft import ClassifyRule, NftError, NftTable
+from agent.isolation.tc import ClassSpec, ClassStats, HTBShaper, ShaperError, classid
+from agent.metaserver.metrics import ContainerRef, HeartbeatSink
+from agent.settings import (
+    Section,
+    SettingError,
+    boolean,
+    integer,
+    number,
+    optional,
+    section_list,
+    setting,
+    text,
+)
+from katalyst.cgroup import CgroupError
+from katalyst.clock import Clock, first_of
+from katalyst.qos import QoSLevel
+
+log = logging.getLogger(__name__)
+
+SYSTEM, SHARED, RECLAIMED = "system", "shared", "reclaimed"
+CLASSES: tuple[str, ...] = (SYSTEM, SHARED, RECLAIMED)
+MINOR = {SYSTEM: 0x10, SHARED: 0x20, RECLAIMED: 0x30}
+"""The leaf class of each QoS class; unclassified traffic goes to ``system``."""
+RECLAIMED_PRIO = 7
+"""HTB lends spare bandwidth to lower priorities first: the reclaimed class last."""
+
+_IFNAME = re.compile(r"[A-Za-z0-9_.:@-]{1,15}")
+_NETNS = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def class_of(level: QoSLevel | str) -> str:
+    """The network class of a QoS level: dedicated and system pods share one."""
+    value = str(level)
+    if value == QoSLevel.RECLAIMED_CORES.value:
+        return RECLAIMED
+    if value == QoSLevel.SHARED_CORES.value:
+        return SHARED
+    return SYSTEM
+
+
+class NetworkConfigError(SettingError):
+    """A ``network:`` setting broke its rule; the message names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class InterfaceConfig(Section):
+    """One egress interface the agent shapes."""
+
+    error = NetworkConfigError
+    where = "network.interfaces[]"
+
+    name: str = setting(
+        "",
+        text(
+            pattern=lambda s: _IFNAME.fullmatch(s) is not None,
+            rule="an interface name (1-15 of A-Z a-z 0-9 _ . : @ -)",
+        ),
+    )
+    """The interface, e.g. ``eth0``. Required."""
+    speed_mbit: int | None = setting(None, optional(integer(1)))
+    """The link rate to shape to, Mbit/s; null (default): the NIC's ``speed`` in
+    sysfs. Set it below the physical rate to keep the queue in the agent's HTB
+    (a 10 Gbit/s NIC shaped at 9500), or for a virtual NIC without a speed."""
+    netns: str | None = setting(
+        None,
+        optional(
+            text(
+                pattern=lambda s: _NETNS.fullmatch(s) is not None,
+                rule="a network namespace name from `ip netns` (A-Z a-z 0-9 _ . -)",
+            )
+        ),
+    )
+    """The named network namespace the interface lives in (``ip netns``); null
+    (default): the agent's own. The nftables table goes to the same namespace."""
+
+    def __post_init__(self) -> None:
+        Section.__post_init__(self)
+        if not self.name:
+            raise NetworkConfigError(f"{self.where}.name: is required")
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkConfig(Section):
+    """The ``network:`` section: the NIC inventory and the enforcement loop."""
+
+    error = NetworkConfigError
+    where = "network"
+
+    interfaces: tuple[InterfaceConfig, ...] = setting(
+        (), section_list(InterfaceConfig, unique="name")
+    )
+    """The interfaces to shape; empty (default): none is shaped, and the
+    ``net_bandwidth`` plugin accounts every physical NIC in sysfs."""
+    reserved_ratio: float = setting(0.0, number(at_least=0.0, at_most=0.9))
+    """Share of each NIC's rate the plugin never hands out as guarantees (for the
+    node's own traffic). Default 0."""
+    period_s: float = setting(1.0, number(at_least=0.1, at_most=60.0))
+    """Seconds between two measurements and decisions. Default 1."""
+    headroom_ratio: float = setting(0.05, number(at_least=0.0, at_most=0.5))
+    """Heracles' fixed slack: the cap leaves at least this share of the link free.
+    Default 0.05."""
+    service_margin_ratio: float = setting(0.10, number(at_least=0.0, at_most=1.0))
+    """Heracles' proportional slack: and at least this share of the services'
+    measured traffic. Default 0.10."""
+    reclaimed_floor_ratio: float = setting(0.01, number(at_least=0.0, at_most=0.5))
+    """The reclaimed class keeps at least this share of the link (so that its
+    connections do not time out). Default 0.01."""
+    step_up_ratio: float = setting(0.10, number(above=0.0, at_most=1.0))
+    """The cap grows by at most this share of the link per period. Default 0.10."""
+    stale_periods: int = setting(3, integer(1))
+    """Periods without counters before the cap falls to the floor. Default 3."""
+    min_class_ratio: float = setting(0.01, number(above=0.0, at_most=0.5))
+    """Guaranteed rate of the system and shared classes when their pods request
+    less, as a share of the link (HTB needs a rate above 0). Default 0.01."""
+    replace_foreign_qdisc: bool = setting(False, boolean())
+    """Replace a root qdisc the agent did not create (other than the kernel's
+    default). Default false: such an interface is reported and left alone."""
+    mount_net_cls: bool = setting(True, boolean())
+    """Mount the ``net_cls`` cgroup hierarchy at :attr:`net_cls_mountpoint` when the
+    host has not. Default true."""
+    net_cls_mountpoint: str = setting(
+        "/sys/fs/cgroup/net_cls", text(pattern=lambda s: s.startswith("/"), rule="an absolute path")
+    )
+    """Where to mount ``net_cls``. Default ``/sys/fs/cgroup/net_cls``."""
+
+
+# ---- the cap ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CapDecision:
+    """One period's decision for the reclaimed class of one interface."""
+
+    cap_mbit: float
+    """The reclaimed class's ceil from now on."""
+    target_mbit: float
+    """Heracles' cap for the measured traffic, before the ramp."""
+    service_mbit: float | None
+    """The other classes' measured traffic; None when not measured this period."""
+    mode: str
+    """``normal``, or ``degraded`` (counters stale: the floor)."""
+
+
+def heracles_cap(
+    link_mbit: float, service_mbit: float, *, headroom_ratio: float, margin_ratio: float
+) -> float:
+    """``link - service - max(headroom_ratio * link, margin_ratio * service)``, >= 0."""
+    slack = max(headroom_ratio * link_mbit, margin_ratio * service_mbit)
+    return max(0.0, link_mbit - service_mbit - slack)
+
+
+class CapController:
+    """The reclaimed cap of one interface, period by period (pure: no I/O)."""
+
+    def __init__(self, config: NetworkConfig, link_mbit: float) -> None:
+        if not link_mbit > 0 or not math.isfinite(link_mbit):
+            raise ValueError(f"link_mbit must be a positive number, got {link_mbit}")
+        self._config = config
+        self.link_mbit = link_mbit
+        self.floor_mbit = config.reclaimed_floor_ratio * link_mbit
+        self.cap_mbit = self.floor_mbit
+        """Starts at the floor: nothing is lent before the first measurement."""
+        self._missing = 0
+
+    def decide(self, service_mbit: float | None) -> CapDecision:
+        cfg = self._config
+        if service_mbit is None or not math.isfinite(service_mbit):
+            self._missing += 1
+            if self._missing >= cfg.stale_periods:
+                self.cap_mbit = self.floor_mbit
+                return CapDecision(self.cap_mbit, self.floor_mbit, None, "degraded")
+            return CapDecision(self.cap_mbit, self.cap_mbit, None, "normal")
+        self._missing = 0
+        service = max(0.0, service_mbit)
+        target = heracles_cap(
+            self.link_mbit,
+            service,
+            headroom_ratio=cfg.headroom_ratio,
+            margin_ratio=cfg.service_margin_ratio,
+        )
+        target = min(self.link_mbit, max(self.floor_mbit, target))
+        if target <= self.cap_mbit:
+            self.cap_mbit = target  # down: at once
+        else:
+            self.cap_mbit = min(target, self.cap_mbit + cfg.step_up_ratio * self.link_mbit)
+        return CapDecision(self.cap_mbit, target, service, "normal")
+
+
+# ---- one interface --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ShapedInterface:
+    """An interface to shape and its link rate."""
+
+    name: str
+    link_mbit: float
+    netns: str | None = None
+
+
+@dataclass(slots=True)
+class InterfaceState:
+    """What the loop knows of one interface (for status and metrics)."""
+
+    iface: ShapedInterface
+    controller: CapController
+    shaper: HTBShaper
+    nft: NftTable
+    error: str | None = None
+    last: CapDecision | None = None
+    stats: dict[int, ClassStats] = field(default_factory=dict)
+    throughput_mbit: dict[str, float] = field(default_factory=dict)
+    guaranteed_mbit: dict[str, float] = field(default_factory=dict)
+    _prev: tuple[float, dict[int, int]] | None = None
+    writes: int = 0
+
+
+def _rates(
+    before: tuple[float, Mapping[int, int]] | None, now: float, after: Mapping[int, ClassStats]
+) -> dict[str, float] | None:
+    """Mbit/s per class between two counter readings; None when they cannot be
+    compared (first reading, the tree was recreated, no time passed)."""
+    if before is None or not after:
+        return None
+    at, counts = before
+    dt = now - at
+    if dt <= 0:
+        return None
+    out: dict[str, float] = {}
+    for name, minor in MINOR.items():
+        if minor not in after or minor not in counts:
+            return None
+        delta = after[minor].bytes - counts[minor]
+        if delta < 0:
+            return None  # counters went back: the class was recreated
+        out[name] = delta * 8 / dt / 1_000_000
+    return out
+
+
+class NetworkLoop:
+    """Shapes the configured interfaces and classifies the containers' traffic."""
+
+    def __init__(
+        self,
+        config: NetworkConfig,
+        *,
+        interfaces: Sequence[ShapedInterface],
+        guaranteed: Callable[[], Mapping[str, Mapping[str, float]]],
+        containers: Callable[[], Sequence[ContainerRef]],
+        classifier: Callable[[], NetClsClassifier] | None,
+        clock: Clock,
+        heartbeat: HeartbeatSink | None = None,
+        nft: str = "nft",
+    ) -> None:
+        """``guaranteed()``: interface -> class -> the pods' guaranteed Mbit/s (the
+        network plugin's allocations); ``containers()``: the running containers;
+        ``classifier()``: opens the net_cls classifier (mounting net_cls if needed;
+        called until it succeeds), None to leave classification to someone else."""
+        self.config = config
+        self._guaranteed = guaranteed
+        self._containers = containers
+        self._open_classifier = classifier
+        self._classifier: NetClsClassifier | None = None
+        self.classify_error: str | None = None
+        self._clock = clock
+        self._heartbeat = heartbeat
+        self.interfaces = [
+            InterfaceState(
+                iface=i,
+                controller=CapController(config, i.link_mbit),
+                shaper=HTBShaper(
+                    i.name,
+                    netns=i.netns,
+                    default_minor=MINOR[SYSTEM],
+                    replace_foreign=config.replace_foreign_qdisc,
+                ),
+                nft=NftTable(netns=i.netns, nft=nft),
+            )
+            for i in interfaces
+        ]
+        self.classified = 0
+        self.passes = 0
+        self.last_pass_s = 0.0
+
+    @property
+    def supported(self) -> bool:
+        """Whether every interface is shaped and traffic is classified."""
+        return (
+            bool(self.interfaces)
+            and all(s.error is None for s in self.interfaces)
+            and self.classify_error is None
+        )
+
+    def _report(self, state: InterfaceState | None, error: str | None) -> None:
+        previous = state.error if state is not None else self.classify_error
+        if error != previous:
+            if error is not None:
+                log.error("network isolation: %s", error)
+            elif previous is not None:
+                log.info("network isolation: recovered (%s)", previous)
+        if state is None:
+            self.classify_error = error
+        else:
+            state.error = error
+
+    def _classify(self, containers: Sequence[ContainerRef]) -> None:
+        if self._open_classifier is None:
+            return
+        try:
+            if self._classifier is None:
+                self._classifier = self._open_classifier()
+            targets = {c.cgroup: classid(MINOR[class_of(c.qos_level)]) for c in containers}
+            written, _ = self._classifier.sync(targets)
+            self.classified = len(targets)
+            if written:
+                log.debug("net_cls: %d container(s) classified", written)
+            self._report(None, None)
+        except (NetClsError, CgroupError, OSError) as exc:
+            self._report(None, f"cannot classify traffic by cgroup: {exc}")
+
+    def _shape(self, state: InterfaceState, guaranteed: Mapping[str, float]) -> None:
+        link = state.iface.link_mbit
+        now = self._clock.monotonic()
+        try:
+            stats = state.shaper.stats()
+            rates = _rates(state._prev, now, stats)
+            state.stats = stats
+            state._prev = (now, {m: s.bytes for m, s in stats.items()})
+            state.throughput_mbit = rates or {}
+            service = None if rates is None else rates[SYSTEM] + rates[SHARED]
+            decision = state.controller.decide(service)
+            minimum = self.config.min_class_ratio * link
+            sys_rate = max(minimum, guaranteed.get(SYSTEM, 0.0))
+            shared_rate = max(minimum, guaranteed.get(SHARED, 0.0))
+            cap = decision.cap_mbit
+            floor = min(state.controller.floor_mbit, cap)
+            specs = [
+                ClassSpec(MINOR[SYSTEM], sys_rate, link, 0),
+                ClassSpec(MINOR[SHARED], shared_rate, link, 0),
+                ClassSpec(MINOR[RECLAIMED], max(floor, 0.001), max(cap, 0.001), RECLAIMED_PRIO),
+            ]
+            state.guaranteed_mbit = {SYSTEM: sys_rate, SHARED: shared_rate, RECLAIMED: floor}
+            if state.shaper.ensure(link, specs):
+                state.writes += 1
+            rules = [ClassifyRule(classid(MINOR[c])) for c in CLASSES]
+            if state.nft.ensure(rules):
+                state.writes += 1
+            state.last = decision
+            self._report(state, None)
+        except (ShaperError, NftError, OSError) as exc:
+            state._prev = None
+            self._report(state, str(exc))
+
+    def _inputs(self) -> tuple[list[ContainerRef], dict[str, dict[str, float]]]:
+        """The containers and the guarantees, read where the node and the plugin
+        keep them (the event loop's thread)."""
+        guaranteed = {nic: dict(rates) for nic, rates in self._guaranteed().items()}
+        return list(self._containers()), guaranteed
+
+    def step(
+        self,
+        containers: Sequence[ContainerRef] | None = None,
+        guaranteed: Mapping[str, Mapping[str, float]] | None = None,
+    ) -> None:
+        """One period: classify, measure, decide, write (blocking: netlink and nft).
+        ``containers`` and ``guaranteed`` default to the callables' answers."""
+        if containers is None or guaranteed is None:
+            containers, guaranteed = self._inputs()
+        start = self._clock.monotonic()
+        self._classify(containers)
+        for state in self.interfaces:
+            self._shape(state, guaranteed.get(state.iface.name, {}))
+        self.passes += 1
+        self.last_pass_s = self._clock.monotonic() - start
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Every period until ``stop``; the work runs in a worker thread."""
+        while not stop.is_set():
+            containers, guaranteed = self._inputs()
+            await asyncio.to_thread(self.step, containers, guaranteed)
+            # Alive even where the host cannot shape (no nft, a foreign qdisc): that
+            # is reported as unsupported, and must not fail /healthz and restart
+            # the agent with every pod's isolation.
+            if self._heartbeat is not None:
+                self._heartbeat.beat(self._clock.monotonic())
+            await first_of(stop, self._clock.sleep(self.config.period_s))
+
+    def release(self) -> None:
+        """After the loops stopped (the agent exits): prune the net_cls directories of
+        containers that are gone. The tree, the table and the classids of running
+        containers stay, so that isolation holds while the agent restarts."""
+        if self._classifier is not None:
+            self._classifier.release()
+
+    def cleanup(self) -> list[str]:
+        """Remove every qdisc, table and classid the loop made; what was removed."""
+        done: list[str] = []
+        for state in self.interfaces:
+            try:
+                if state.shaper.remove():
+                    done.append(f"qdisc on {state.shaper.where}")
+            except ShaperError as exc:
+                log.warning("network cleanup: %s", exc)
+            try:
+                if state.nft.remove():
+                    done.append(state.nft.where)
+            except NftError as exc:
+                log.warning("network cleanup: %s", exc)
+        if self._classifier is not None:
+            self._classifier.cleanup()
+            done.append(f"net_cls classids below {self._classifier.mountpoint}")
+        return done
+
+    def status(self) -> Mapping[str, object]:
+        """The ``network`` part of ``/status``."""
+        return {
+            "network": {
+                "supported": self.supported,
+                "classified_containers": self.classified,
+                "classify_error": self.classify_error,
+                "interfaces": [
+                    {
+                        "name": s.iface.name,
+                        "netns": s.iface.netns,
+                        "link_mbit": s.iface.link_mbit,
+                        "mode": s.last.mode if s.last else None,
+                        "reclaimed_cap_mbit": s.last.cap_mbit if s.last else None,
+                        "cap_target_mbit": s.last.target_mbit if s.last else None,
+                        "service_mbit": s.last.service_mbit if s.last else None,
+                        "guaranteed_mbit": dict(s.guaranteed_mbit),
+                        "throughput_mbit": dict(s.throughput_mbit),
+                        "error": s.error,
+                    }
+                    for s in self.interfaces
+                ],
+            }
+        }
+
+
+class NetworkCollector(Collector):
+    """``katalyst_network_*``: per interface and class, the configured rate and
+    ceil, the cap, the measured throughput, bytes and drops."""
+
+    def __init__(self, loop: NetworkLoop) -> None:
+        self._loop = loop
+
+    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
+        loop = self._loop
+        link = GaugeMetricFamily(
+            "katalyst_network_link_mbit", "Link rate shaped to, Mbit/s", labels=["interface"]
+        )
+        rate = GaugeMetricFamily(
+            "katalyst_network_class_rate_mbit",
+            "Guaranteed rate of the class (HTB rate), Mbit/s",
+            labels=["interface", "qos_class"],
+        )
+        ceil = GaugeMetricFamily(
+            "katalyst_network_class_ceil_mbit",
+            "Most the class may use (HTB ceil) as the kernel holds it, Mbit/s",
+            labels=["interface", "qos_class"],
+        )
+        through = GaugeMetricFamily(
+            "katalyst_network_class_throughput_mbit",
+            "Measured throughput of the class over the last period, Mbit/s",
+            labels=["interface", "qos_class"],
+        )
+        sent = CounterMetricFamily(
+            "katalyst_network_class_bytes",
+            "Bytes sent through the class (since the class was created)",
+            labels=["interface", "qos_class"],
+        )
+        drops = CounterMetricFamily(
+            "katalyst_network_class_drops",
+            "Packets the class dropped (since the class was created)",
+            labels=["interface", "qos_class"],
+        )
+        cap = GaugeMetricFamily(
+            "katalyst_network_reclaimed_cap_mbit",
+            "The reclaimed class's cap in force, Mbit/s",
+            labels=["interface"],
+        )
+        target = GaugeMetricFamily(
+            "katalyst_network_reclaimed_cap_target_mbit",
+            "Heracles' cap for the measured traffic, before the ramp, Mbit/s",
+            labels=["interface"],
+        )
+        service = GaugeMetricFamily(
+            "katalyst_network_service_mbit",
+            "Measured traffic of the system and shared classes, Mbit/s",
+            labels=["interface"],
+        )
+        degraded = GaugeMetricFamily(
+            "katalyst_network_degraded",
+            "1 while the counters are stale and the cap is at the floor",
+            labels=["interface"],
+        )
+        ok = GaugeMetricFamily(
+            "katalyst_network_interface_shaped",
+            "1 when the interface holds the agent's tree, 0 when it could not be shaped",
+            labels=["interface"],
+        )
+        for s in loop.interfaces:
+            name = s.iface.name
+            link.add_metric([name], s.iface.link_mbit)
+            ok.add_metric([name], 0.0 if s.error else 1.0)
+            for cls in CLASSES:
+                st = s.stats.get(MINOR[cls])
+                if cls in s.guaranteed_mbit:
+                    rate.add_metric([name, cls], s.guaranteed_mbit[cls])
+                if st is not None:
+                    ceil.add_metric([name, cls], st.ceil_mbit)
+                    sent.add_metric([name, cls], float(st.bytes))
+                    drops.add_metric([name, cls], float(st.drops))
+                if cls in s.throughput_mbit:
+                    through.add_metric([name, cls], s.throughput_mbit[cls])
+            if s.last is not None:
+                cap.add_metric([name], s.last.cap_mbit)
+                target.add_metric([name], s.last.target_mbit)
+                degraded.add_metric([name], 1.0 if s.last.mode == "degraded" else 0.0)
+                if s.last.service_mbit is not None:
+                    service.add_metric([name], s.last.service_mbit)
+        duration = GaugeMetricFamily(
+            "katalyst_network_loop_duration_seconds", "Duration of the last network pass"
+        )
+        duration.add_metric([], loop.last_pass_s)
+        classified = GaugeMetricFamily(
+            "katalyst_network_classified_containers",
+            "Containers whose net_cls.classid the agent set in the last pass",
+        )
+        classified.add_metric([], float(loop.classified))
+        yield from (link, rate, ceil, through, sent, drops, cap, target, service, degraded, ok)
+        yield from (duration, classified)
