@@ -100,7 +100,12 @@ def _fmt(value: object, digits: int = 2) -> str:
 
 
 def format_status(status: dict[str, object]) -> list[str]:
-    advisor = status.get("sysadvisor")
+    """The agent's ``/status`` as tables: the sysadvisor, then network and IO isolation."""
+    lines = _advisor_lines(status.get("sysadvisor"))
+    return lines + _network_lines(status.get("network")) + _io_lines(status.get("io"))
+
+
+def _advisor_lines(advisor: object) -> list[str]:
     if not isinstance(advisor, dict):
         return ["sysadvisor: no decision yet (the agent has not completed a period)"]
     lines = [
@@ -145,7 +150,7 @@ def format_status(status: dict[str, object]) -> list[str]:
         f"  own cpuset         {advisor['reclaim_pool_cpus']} CPUs (0: shares the share pool)",
         f"  memory limit       {memory // 2**20 if isinstance(memory, int) else '-'} MiB",
     ]
-    return lines + _network_lines(status.get("network")) + _io_lines(status.get("io"))
+    return lines
 
 
 def _mbit(value: object) -> str:

@@ -45,13 +45,14 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from agent.isolation.netcls import NetClsClassifier, NetClsError
-from agent.isolation.nft import ClassifyRule, NftError, NftTable
+from agent.isolation.nft import CgroupV2Rule, ClassifyRule, NftError, NftTable, Rule
 from agent.isolation.tc import ClassSpec, ClassStats, HTBShaper, ShaperError, classid
 from agent.metaserver.metrics import ContainerRef, HeartbeatSink
 from agent.settings import (
     Section,
     SettingError,
     boolean,
+    choice,
     integer,
     number,
     optional,
@@ -160,6 +161,11 @@ class NetworkConfig(Section):
     min_class_ratio: float = setting(0.01, number(above=0.0, at_most=0.5))
     """Guaranteed rate of the system and shared classes when their pods request
     less, as a share of the link (HTB needs a rate above 0). Default 0.01."""
+    classify: str = setting("auto", choice("auto", "net_cls", "cgroupv2"))
+    """How a container's traffic finds its class: ``net_cls`` (cgroup v1
+    ``net_cls.classid`` and nft ``meta cgroup``), ``cgroupv2`` (nft ``socket cgroupv2``
+    rules per container), or ``auto`` (default): ``cgroupv2`` on a cgroup v2 host,
+    ``net_cls`` otherwise."""
     replace_foreign_qdisc: bool = setting(False, boolean())
     """Replace a root qdisc the agent did not create (other than the kernel's
     default). Default false: such an interface is reported and left alone."""
@@ -297,13 +303,17 @@ class NetworkLoop:
         containers: Callable[[], Sequence[ContainerRef]],
         classifier: Callable[[], NetClsClassifier] | None,
         clock: Clock,
+        cgroupv2_match: Callable[[str], tuple[str, int] | None] | None = None,
         heartbeat: HeartbeatSink | None = None,
         nft: str = "nft",
     ) -> None:
         """``guaranteed()``: interface -> class -> the pods' guaranteed Mbit/s (the
         network plugin's allocations); ``containers()``: the running containers;
         ``classifier()``: opens the net_cls classifier (mounting net_cls if needed;
-        called until it succeeds), None to leave classification to someone else."""
+        called until it succeeds), None to leave classification to someone else;
+        ``cgroupv2_match(cgroup)``: instead, per-container ``socket cgroupv2`` rules,
+        the container's (path for nft, level) or None while it has no cgroup."""
+        self._v2_match = cgroupv2_match
         self.config = config
         self._guaranteed = guaranteed
         self._containers = containers
@@ -366,7 +376,23 @@ class NetworkLoop:
         except (NetClsError, CgroupError, OSError) as exc:
             self._report(None, f"cannot classify traffic by cgroup: {exc}")
 
-    def _shape(self, state: InterfaceState, guaranteed: Mapping[str, float]) -> None:
+    def _rules(self, containers: Sequence[ContainerRef]) -> list[Rule]:
+        """The nft rules: one per class (net_cls), or one per classified container
+        (cgroup v2; system containers need none: theirs is the default class)."""
+        if self._v2_match is None:
+            return [ClassifyRule(classid(MINOR[c])) for c in CLASSES]
+        rules: list[Rule] = []
+        for c in sorted(containers, key=lambda ref: ref.cgroup):
+            cls = class_of(c.qos_level)
+            match = self._v2_match(c.cgroup) if cls != SYSTEM else None
+            if match is not None:
+                rules.append(CgroupV2Rule(match[0], match[1], classid(MINOR[cls])))
+        self.classified = len(rules)
+        return rules
+
+    def _shape(
+        self, state: InterfaceState, guaranteed: Mapping[str, float], rules: Sequence[Rule]
+    ) -> None:
         link = state.iface.link_mbit
         now = self._clock.monotonic()
         try:
@@ -390,7 +416,6 @@ class NetworkLoop:
             state.guaranteed_mbit = {SYSTEM: sys_rate, SHARED: shared_rate, RECLAIMED: floor}
             if state.shaper.ensure(link, specs):
                 state.writes += 1
-            rules = [ClassifyRule(classid(MINOR[c])) for c in CLASSES]
             if state.nft.ensure(rules):
                 state.writes += 1
             state.last = decision
@@ -416,8 +441,9 @@ class NetworkLoop:
             containers, guaranteed = self._inputs()
         start = self._clock.monotonic()
         self._classify(containers)
+        rules = self._rules(containers)
         for state in self.interfaces:
-            self._shape(state, guaranteed.get(state.iface.name, {}))
+            self._shape(state, guaranteed.get(state.iface.name, {}), rules)
         self.passes += 1
         self.last_pass_s = self._clock.monotonic() - start
 

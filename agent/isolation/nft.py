@@ -39,17 +39,81 @@ class NftError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class ClassifyRule:
-    """Packets of sockets in cgroups with ``classid`` get ``skb->priority = classid``."""
+    """cgroup v1: packets of sockets in cgroups with ``classid`` (``net_cls.classid``)
+    get ``skb->priority = classid``."""
 
     classid: int
 
+    def text(self) -> str:
+        return f"meta cgroup {self.classid} counter {_priority_text(self.classid)}"
+
     def expr(self) -> list[dict[str, Any]]:
-        major, minor = self.classid >> 16, self.classid & 0xFFFF
         return [
             {"match": {"op": "==", "left": {"meta": {"key": "cgroup"}}, "right": self.classid}},
             {"counter": None},
-            {"mangle": {"key": {"meta": {"key": "priority"}}, "value": f"{major:x}:{minor:x}"}},
+            _set_priority(self.classid),
         ]
+
+
+@dataclass(frozen=True, slots=True)
+class CgroupV2Rule:
+    """cgroup v2: packets of sockets whose cgroup is ``path`` or below it get
+    ``skb->priority = classid``.
+
+    ``path`` is what nft resolves below ``/sys/fs/cgroup`` (``kubepods/pod1/c``; on a
+    hybrid host ``unified/...``); ``level`` is its depth in the cgroup2 hierarchy.
+    nft turns the path into the cgroup's id when the rule is loaded, so the rules are
+    rewritten as containers come and go."""
+
+    path: str
+    level: int
+    classid: int
+
+    def __post_init__(self) -> None:
+        if not self.path or any(c in self.path for c in '"\\\n;{}') or self.level < 1:
+            raise ValueError(f"not a cgroup path nft can match: {self.path!r} level {self.level}")
+
+    def text(self) -> str:
+        return (
+            f'socket cgroupv2 level {self.level} "{self.path}" counter '
+            f"{_priority_text(self.classid)}"
+        )
+
+    def expr(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "match": {
+                    "op": "==",
+                    "left": {"socket": {"key": "cgroupv2", "level": self.level}},
+                    "right": self.path,
+                }
+            },
+            {"counter": None},
+            _set_priority(self.classid),
+        ]
+
+
+Rule = ClassifyRule | CgroupV2Rule
+
+
+def _priority_text(classid: int) -> str:
+    return f"meta priority set {classid >> 16:x}:{classid & 0xFFFF:x}"
+
+
+def _set_priority(classid: int) -> dict[str, Any]:
+    major, minor = classid >> 16, classid & 0xFFFF
+    return {"mangle": {"key": {"meta": {"key": "priority"}}, "value": f"{major:x}:{minor:x}"}}
+
+
+def _parse_priority(value: object) -> int | None:
+    """``"6b71:30"`` -> 0x6b710030; None for anything else."""
+    if not isinstance(value, str) or value.count(":") != 1:
+        return None
+    major, minor = value.split(":")
+    try:
+        return (int(major, 16) << 16) | int(minor, 16)
+    except ValueError:
+        return None
 
 
 def _strip_counters(expr: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -59,9 +123,12 @@ def _strip_counters(expr: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]
 class NftTable:
     """The agent's table in one network namespace (None: the agent's own)."""
 
-    def __init__(self, *, netns: str | None = None, nft: str = "nft") -> None:
+    def __init__(
+        self, *, netns: str | None = None, nft: str = "nft", run_dir: str = "/run/netns"
+    ) -> None:
         self.netns = netns
         self._nft = nft
+        self._run_dir = run_dir
         self._written: list[list[Mapping[str, Any]]] | None = None
         """The rules' expressions as the kernel listed them after our last write."""
         self._last_want: list[list[dict[str, Any]]] | None = None
@@ -72,19 +139,23 @@ class NftTable:
         return f"nft table {FAMILY} {TABLE}" + (f" (netns {self.netns})" if self.netns else "")
 
     def available(self) -> bool:
-        """Whether the ``nft`` command (and, for a namespace, ``ip``) can be found."""
+        """Whether the ``nft`` command (and, for a namespace, ``nsenter``) can be found."""
         return shutil.which(self._nft) is not None and (
-            self.netns is None or shutil.which("ip") is not None
+            self.netns is None or shutil.which("nsenter") is not None
         )
 
-    def _run(self, args: Sequence[str], stdin: str | None = None) -> str:
+    def _run(
+        self, args: Sequence[str], stdin: str | None = None, *, json_output: bool = True
+    ) -> str:
         if shutil.which(self._nft) is None:
             raise NftError(
                 f"{self.where}: the {self._nft} command is not installed (package nftables)"
             )
-        cmd = [self._nft, "-j", *args]
+        cmd = [self._nft, *(["-j"] if json_output else []), *args]
         if self.netns is not None:
-            cmd = ["ip", "netns", "exec", self.netns, *cmd]
+            # nsenter, not `ip netns exec`: that one also remounts /sys, and nft must
+            # see the cgroup2 mount below /sys/fs/cgroup to resolve cgroupv2 paths.
+            cmd = ["nsenter", f"--net={self._run_dir}/{self.netns}", *cmd]
         try:
             done = subprocess.run(
                 cmd, input=stdin, capture_output=True, text=True, timeout=_TIMEOUT_S, check=False
@@ -119,46 +190,27 @@ class NftTable:
             if "rule" in i and i["rule"].get("chain") == CHAIN
         ]
 
-    def write(self, rules: Sequence[ClassifyRule]) -> None:
-        """Replace the table with ``rules`` in one transaction."""
-        ident = {"family": FAMILY, "name": TABLE}
-        ops: list[dict[str, Any]] = [
-            {"add": {"table": dict(ident)}},
-            {"delete": {"table": dict(ident)}},
-            {"add": {"table": dict(ident)}},
-            {
-                "add": {
-                    "chain": {
-                        "family": FAMILY,
-                        "table": TABLE,
-                        "name": CHAIN,
-                        "type": "filter",
-                        "hook": "output",
-                        "prio": MANGLE_PRIORITY,
-                        "policy": "accept",
-                    }
-                }
-            },
+    def write(self, rules: Sequence[Rule]) -> None:
+        """Replace the table with ``rules`` in one transaction.
+
+        In nft's own syntax rather than JSON: nft 1.0's JSON parser has no
+        ``socket cgroupv2 level``. The listing is read back as JSON."""
+        lines = [
+            f"add table {FAMILY} {TABLE}",
+            f"delete table {FAMILY} {TABLE}",
+            f"table {FAMILY} {TABLE} {{",
+            f"  chain {CHAIN} {{",
+            f"    type filter hook output priority {MANGLE_PRIORITY}; policy accept;",
+            *(f"    {rule.text()}" for rule in rules),
+            "  }",
+            "}",
         ]
-        for rule in rules:
-            ops.append(
-                {
-                    "add": {
-                        "rule": {
-                            "family": FAMILY,
-                            "table": TABLE,
-                            "chain": CHAIN,
-                            "expr": rule.expr(),
-                        }
-                    }
-                }
-            )
-        self._run(["-f", "-"], stdin=json.dumps({"nftables": ops}))
+        self._run(["-f", "-"], stdin="\n".join(lines) + "\n", json_output=False)
         listing = self._listing()
         self._written = self._rules(listing or [])
         self._last_want = [r.expr() for r in rules]
 
-    def ensure(self, rules: Sequence[ClassifyRule]) -> bool:
+    def ensure(self, rules: Sequence[Rule]) -> bool:
         """Write the table unless the kernel holds what the last write left; True
         when it was written (first time, rules changed, or someone changed it)."""
         listing = self._listing()
@@ -188,6 +240,9 @@ class NftTable:
                 if isinstance(match, dict) and match.get("left") == {"meta": {"key": "cgroup"}}:
                     right = match.get("right")
                     cls = right if isinstance(right, int) else None
+                mangle = e.get("mangle") if isinstance(e, dict) else None
+                if cls is None and isinstance(mangle, dict):
+                    cls = _parse_priority(mangle.get("value"))
                 counter = e.get("counter") if isinstance(e, dict) else None
                 if isinstance(counter, dict):
                     count = int(counter.get("bytes", 0))

@@ -5,6 +5,7 @@ inventory and policy, the network and IO loops with their metrics, and
 from __future__ import annotations
 
 import logging
+import posixpath
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry
@@ -70,6 +71,35 @@ def network_nics(config: NetworkConfig, sysfs: str) -> list[NIC]:
     except (NICInventoryError, ValueError) as exc:
         raise IsolationSetupError(f"network.interfaces: {exc}") from exc
     return nics
+
+
+NFT_CGROUP_BASE = "/sys/fs/cgroup"
+"""Where nft looks up ``socket cgroupv2`` paths (it assumes the cgroup2 mount there)."""
+
+
+def cgroupv2_match(driver: CgroupDriver) -> Callable[[str], tuple[str, int] | None]:
+    """A container cgroup -> (its path for nft, its level in the cgroup2 hierarchy);
+    None while it has no directory in the unified hierarchy, or when that hierarchy
+    is not below ``/sys/fs/cgroup`` (where nft resolves paths)."""
+    unified = driver.layout.unified
+
+    def match(cgroup: str) -> tuple[str, int] | None:
+        if unified is None:
+            return None
+        try:
+            path = driver.path_in(unified, cgroup)
+        except CgroupError:
+            return None
+        if not driver.fs.is_dir(path):
+            return None
+        for_nft = posixpath.relpath(path, NFT_CGROUP_BASE)
+        if for_nft.startswith(".."):
+            return None
+        in_hierarchy = posixpath.join(unified.root, posixpath.relpath(path, unified.mountpoint))
+        level = len([p for p in posixpath.normpath(in_hierarchy).split("/") if p not in ("", ".")])
+        return for_nft, level
+
+    return match
 
 
 def build_network_policy(
@@ -160,6 +190,7 @@ def isolation_loops(
                 raise NetClsError("net_cls is not mounted and network.mount_net_cls is false")
             return NetClsClassifier(driver, hier)
 
+        v2 = network.classify == "cgroupv2" or (network.classify == "auto" and driver.version == 2)
         beat = Heartbeat("network", max_age=max(30.0, 10 * network.period_s))
         heartbeats.append(beat)
         net_loop = NetworkLoop(
@@ -167,7 +198,8 @@ def isolation_loops(
             interfaces=shaped,
             guaranteed=policy.class_rates,
             containers=containers,
-            classifier=classifier,
+            classifier=None if v2 else classifier,
+            cgroupv2_match=cgroupv2_match(driver) if v2 else None,
             clock=clock,
             heartbeat=beat,
         )

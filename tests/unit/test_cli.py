@@ -138,3 +138,49 @@ def test_status_table_names_every_term() -> None:
     assert "cfs_quota_us 1000 on reclaimed" in text
     assert "1024 MiB" in text
     assert "no decision yet" in "\n".join(cli.format_status({"sysadvisor": None}))
+
+
+def test_status_shows_network_and_io_isolation() -> None:
+    status = {
+        "sysadvisor": None,
+        "network": {
+            "supported": False,
+            "classified_containers": 3,
+            "classify_error": None,
+            "interfaces": [
+                {
+                    "name": "eth0",
+                    "netns": None,
+                    "link_mbit": 1000.0,
+                    "mode": "normal",
+                    "reclaimed_cap_mbit": 412.5,
+                    "cap_target_mbit": 500.0,
+                    "service_mbit": 450.0,
+                    "throughput_mbit": {"system": 50.0, "shared": 400.0, "reclaimed": 410.0},
+                    "error": None,
+                },
+                {"name": "eth1", "netns": "ns1", "link_mbit": 100.0, "error": "nft missing"},
+            ],
+        },
+        "io": {
+            "mode": "safety",
+            "action": "hold",
+            "pressure": 31.25,
+            "pressure_scope": "node",
+            "pressure_target": 10.0,
+            "reclaimed_cgroup": "reclaimed",
+            "devices": [
+                {"device": "8:0", "name": "sda", "limit": {"read_bps": None, "write_bps": 1024}},
+                {"device": "8:16", "name": "sdb", "limit": None},
+            ],
+        },
+    }
+    # The sysadvisor's part is absent before its first period; the rest still shows.
+    text = "\n".join(cli.format_status(status))
+    assert "sysadvisor: no decision yet" in text
+    assert "network isolation: NOT fully supported, 3 containers classified" in text
+    assert "eth0" in text and "412.5" in text and "410.0" in text
+    assert "eth1@ns1" in text and "ERROR nft missing" in text
+    assert "io isolation: safety mode (hold), pressure 31.2 % (node) against target 10.0 %" in text
+    sda = next(line for line in text.splitlines() if "sda" in line)
+    assert sda.split()[-4:] == ["-", "1024", "-", "-"]
