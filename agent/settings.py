@@ -190,7 +190,16 @@ def _load(cls: type[_T], raw: object, where: str) -> _T:
             values[name] = _load(meta["section"], value, path)
         else:
             values[name] = meta["check"](path, value)
-    return cls(**values)
+    try:
+        return cls(**values)
+    except SettingError as exc:
+        # A rule across fields, checked when the section is built: name it by its
+        # path in the file rather than by the class.
+        prefix = f"{cls.__name__}."
+        message = str(exc)
+        if not message.startswith(prefix):
+            raise
+        raise type(exc)(f"{where}.{message[len(prefix) :]}") from None
 
 
 class Section:

@@ -73,7 +73,8 @@ MINOR = {SYSTEM: 0x10, SHARED: 0x20, RECLAIMED: 0x30}
 RECLAIMED_PRIO = 7
 """HTB lends spare bandwidth to lower priorities first: the reclaimed class last."""
 
-_IFNAME = re.compile(r"[A-Za-z0-9_.:@-]{1,15}")
+_IFNAME = re.compile(r"[A-Za-z0-9_.@-]{1,15}")
+"""What the kernel's dev_valid_name() accepts (no ``/``, ``:`` or space; not ``.``/``..``)."""
 _NETNS = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
@@ -101,8 +102,8 @@ class InterfaceConfig(Section):
     name: str = setting(
         "",
         text(
-            pattern=lambda s: _IFNAME.fullmatch(s) is not None,
-            rule="an interface name (1-15 of A-Z a-z 0-9 _ . : @ -)",
+            pattern=lambda s: _IFNAME.fullmatch(s) is not None and s not in (".", ".."),
+            rule="an interface name (1-15 of A-Z a-z 0-9 _ . @ -, not . or ..)",
         ),
     )
     """The interface, e.g. ``eth0``. Required."""
@@ -123,9 +124,9 @@ class InterfaceConfig(Section):
     (default): the agent's own. The nftables table goes to the same namespace."""
 
     def __post_init__(self) -> None:
-        Section.__post_init__(self)
         if not self.name:
-            raise NetworkConfigError(f"{self.where}.name: is required")
+            raise NetworkConfigError(f"{type(self).__name__}.name: is required")
+        Section.__post_init__(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +216,11 @@ class CapController:
         self.cap_mbit = self.floor_mbit
         """Starts at the floor: nothing is lent before the first measurement."""
         self._missing = 0
+
+    def hold(self) -> CapDecision:
+        """A period without a comparable reading that is not a missing one (the first
+        reading of a new tree: only a baseline): the cap stays, nothing counts."""
+        return CapDecision(self.cap_mbit, self.cap_mbit, None, "normal")
 
     def decide(self, service_mbit: float | None) -> CapDecision:
         cfg = self._config
@@ -397,12 +403,15 @@ class NetworkLoop:
         now = self._clock.monotonic()
         try:
             stats = state.shaper.stats()
+            baseline_only = state._prev is None and bool(stats)
             rates = _rates(state._prev, now, stats)
             state.stats = stats
-            state._prev = (now, {m: s.bytes for m, s in stats.items()})
+            state._prev = (now, {m: s.bytes for m, s in stats.items()}) if stats else None
             state.throughput_mbit = rates or {}
             service = None if rates is None else rates[SYSTEM] + rates[SHARED]
-            decision = state.controller.decide(service)
+            decision = (
+                state.controller.hold() if baseline_only else state.controller.decide(service)
+            )
             minimum = self.config.min_class_ratio * link
             sys_rate = max(minimum, guaranteed.get(SYSTEM, 0.0))
             shared_rate = max(minimum, guaranteed.get(SHARED, 0.0))

@@ -7,8 +7,9 @@ packets' ``skb->priority`` set to that class id, which the agent's HTB qdisc map
 to the class directly (the kernel here has no ``cls_cgroup`` tc filter; the
 ``meta cgroup`` match reads the same classid). Each rule counts what it matched.
 
-The ``nft`` command with JSON input and output (``nft -j``) rather than text: the
-ruleset is built and compared as data. The table is replaced in one transaction
+The ``nft`` command: the table is written in nft's own syntax (nft 1.0's JSON input
+has no ``socket cgroupv2 level``) and read back with JSON output (``nft -j``), so
+that it is compared as data, never parsed from text. The table is replaced in one transaction
 (add, delete, add: atomic, and valid whether or not it existed), so there is no
 instant without the rules; :meth:`NftTable.ensure` compares the kernel's listing
 with the one the last write produced and rewrites only when someone changed it.

@@ -190,7 +190,21 @@ def isolation_loops(
                 raise NetClsError("net_cls is not mounted and network.mount_net_cls is false")
             return NetClsClassifier(driver, hier)
 
-        v2 = network.classify == "cgroupv2" or (network.classify == "auto" and driver.version == 2)
+        unified = driver.layout.unified
+        v2_usable = (
+            unified is not None
+            and unified in driver.hierarchies()
+            and not posixpath.relpath(unified.mountpoint, NFT_CGROUP_BASE).startswith("..")
+        )
+        if network.classify == "cgroupv2" and not v2_usable:
+            raise IsolationSetupError(
+                f"network.classify: cgroupv2 needs the cgroup2 hierarchy below "
+                f"{NFT_CGROUP_BASE}, managed by the agent (found: "
+                f"{unified.mountpoint if unified else 'none'}); set network.classify: net_cls"
+            )
+        v2 = network.classify == "cgroupv2" or (
+            network.classify == "auto" and driver.version == 2 and v2_usable
+        )
         beat = Heartbeat("network", max_age=max(30.0, 10 * network.period_s))
         heartbeats.append(beat)
         net_loop = NetworkLoop(

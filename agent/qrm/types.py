@@ -12,7 +12,7 @@ import enum
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from katalyst.qos import Enhancements, PodUID, QoSLevel
 
@@ -124,6 +124,32 @@ class PluginOptions:
     pre_start_required: bool = False
     with_topology_alignment: bool = True
     need_reconcile: bool = True
+
+
+class PolicyBase:
+    """What every policy of this agent answers alike: its names (class attributes
+    :attr:`PLUGIN_NAME` and :attr:`RESOURCE`) and its options (no PreStartContainer,
+    topology alignment, periodic reconcile)."""
+
+    __slots__ = ()
+    PLUGIN_NAME: ClassVar[str]
+    RESOURCE: ClassVar[str]
+
+    @property
+    def plugin_name(self) -> str:
+        """The socket's name and the registration name: ``qrm_<resource>_plugin``."""
+        return self.PLUGIN_NAME
+
+    @property
+    def resource_name(self) -> str:
+        """The resource the kubelet routes to this plugin."""
+        return self.RESOURCE
+
+    def options(self) -> PluginOptions:
+        """No PreStartContainer; topology alignment; periodic reconcile."""
+        return PluginOptions(
+            pre_start_required=False, with_topology_alignment=True, need_reconcile=True
+        )
 
 
 class AllocationRefused(Exception):

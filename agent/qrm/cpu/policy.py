@@ -94,7 +94,7 @@ from agent.qrm.types import (
     ContainerRequest,
     InvalidRequest,
     NodeAllocations,
-    PluginOptions,
+    PolicyBase,
     TopologyCapacity,
     TopologyHint,
     valid_container_name,
@@ -126,8 +126,11 @@ def _who(request: ContainerRequest) -> str:
     return f"pod {request.pod_namespace}/{request.pod_name} container {request.container_name}"
 
 
-class CPUPolicy:
+class CPUPolicy(PolicyBase):
     """The CPU plugin's decisions and state (pure; the server serialises calls)."""
+
+    PLUGIN_NAME = PLUGIN_NAME
+    RESOURCE = RESOURCE
 
     def __init__(self, *, topology: CPUTopology, reserved: CPUSet) -> None:
         """``topology``: the node's CPUs; ``reserved``: the reserve pool.
@@ -166,22 +169,6 @@ class CPUPolicy:
         return policy
 
     # ---- ResourcePolicy ----------------------------------------------------------------
-
-    @property
-    def plugin_name(self) -> str:
-        """``qrm_cpu_plugin``."""
-        return PLUGIN_NAME
-
-    @property
-    def resource_name(self) -> str:
-        """``cpu``."""
-        return RESOURCE
-
-    def options(self) -> PluginOptions:
-        """No PreStartContainer; topology alignment; periodic reconcile."""
-        return PluginOptions(
-            pre_start_required=False, with_topology_alignment=True, need_reconcile=True
-        )
 
     def topology_hints(self, request: ContainerRequest) -> Mapping[str, tuple[TopologyHint, ...]]:
         """NUMA hints for a NUMA-bound dedicated container (see the module docstring);

@@ -35,7 +35,7 @@ from agent.qrm.types import (
     ContainerType,
     InvalidRequest,
     NodeAllocations,
-    PluginOptions,
+    PolicyBase,
     TopologyCapacity,
     TopologyHint,
 )
@@ -140,8 +140,11 @@ def _bytes(requests: Mapping[str, float], name: str) -> int | None:
     return math.ceil(value)
 
 
-class MemoryPolicy:
+class MemoryPolicy(PolicyBase):
     """The memory plugin's decisions and state (pure; the server serializes calls)."""
+
+    PLUGIN_NAME = PLUGIN_NAME
+    RESOURCE = RESOURCE
 
     def __init__(
         self,
@@ -166,19 +169,6 @@ class MemoryPolicy:
         """Bumps on every change of the allocations."""
 
     # ---- ResourcePolicy -------------------------------------------------------------
-
-    @property
-    def plugin_name(self) -> str:
-        return PLUGIN_NAME
-
-    @property
-    def resource_name(self) -> str:
-        return RESOURCE
-
-    def options(self) -> PluginOptions:
-        return PluginOptions(
-            pre_start_required=False, with_topology_alignment=True, need_reconcile=True
-        )
 
     def topology_hints(self, request: ContainerRequest) -> Mapping[str, tuple[TopologyHint, ...]]:
         if not request.enhancements.memory.numa_binding:

@@ -68,7 +68,7 @@ from agent.qrm.types import (
     ContainerType,
     InvalidRequest,
     NodeAllocations,
-    PluginOptions,
+    PolicyBase,
     TopologyCapacity,
     TopologyHint,
     valid_container_name,
@@ -201,8 +201,11 @@ class _Ask:
     """For messages, in Mbit/s."""
 
 
-class NetworkPolicy:
+class NetworkPolicy(PolicyBase):
     """The network plugin's decisions and state (pure; the server serializes calls)."""
+
+    PLUGIN_NAME = PLUGIN_NAME
+    RESOURCE = RESOURCE
 
     def __init__(self, nics: Sequence[NIC], *, reserved_ratio: float = 0.0) -> None:
         """
@@ -242,19 +245,6 @@ class NetworkPolicy:
         """Bumps on every change of the allocations."""
 
     # ---- ResourcePolicy -------------------------------------------------------------
-
-    @property
-    def plugin_name(self) -> str:
-        return PLUGIN_NAME
-
-    @property
-    def resource_name(self) -> str:
-        return RESOURCE
-
-    def options(self) -> PluginOptions:
-        return PluginOptions(
-            pre_start_required=False, with_topology_alignment=True, need_reconcile=True
-        )
 
     def topology_hints(self, request: ContainerRequest) -> Mapping[str, tuple[TopologyHint, ...]]:
         """One hint ``{node}`` per NUMA node with a candidate NIC that has room;
