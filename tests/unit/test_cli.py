@@ -141,7 +141,7 @@ def test_status_table_names_every_term() -> None:
 
 
 def test_status_shows_network_and_io_isolation() -> None:
-    status = {
+    status: dict[str, object] = {
         "sysadvisor": None,
         "network": {
             "supported": False,
