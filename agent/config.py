@@ -22,13 +22,13 @@ from pathlib import Path
 import yaml
 
 from agent.errors import ConfigError
-from agent.eviction.config import EvictionConfig
-from agent.isolation.io_config import IOConfig
 from agent.isolation.network import NetworkConfig
-from agent.reporter.config import ReporterConfig
-from agent.sysadvisor.config import AdvisorConfig
 from katalyst.cgroup import validate_cgroup_path
 from katalyst.cgroup.errors import CgroupInvalidValue
+from katalyst.config.eviction import EvictionConfig
+from katalyst.config.io import IOConfig
+from katalyst.config.reporter import ReporterConfig
+from katalyst.config.sysadvisor import AdvisorConfig
 from katalyst.cpuset import CPUSet
 from katalyst.entrypoint import base_parser
 

@@ -1,7 +1,8 @@
-"""The error every configuration loader of the agent raises."""
+"""The error every configuration loader of the agent raises (defined with the
+configuration schema in :mod:`katalyst.settings`)."""
 
 from __future__ import annotations
 
+from katalyst.settings import ConfigError
 
-class ConfigError(ValueError):
-    """A configuration value broke a rule; the message names the field and the rule."""
+__all__ = ["ConfigError"]

@@ -15,14 +15,6 @@ or by stopping a standalone pod (:class:`LocalEvictor`), and the manager records
 :class:`EvictionCollector` exposes the counters. See ``docs/eviction.md``.
 """
 
-from agent.eviction.config import (
-    CPUSuppressionConfig,
-    EvictionConfig,
-    EvictionConfigError,
-    MemoryPressureConfig,
-    RateLimitConfig,
-    ReclaimedOvercommitConfig,
-)
 from agent.eviction.evictor import (
     COMPONENT,
     ApiServerEvictor,
@@ -57,6 +49,14 @@ from agent.eviction.plugins import (
     rank_victims,
 )
 from agent.eviction.ratelimit import RateLimiter
+from katalyst.config.eviction import (
+    CPUSuppressionConfig,
+    EvictionConfig,
+    EvictionConfigError,
+    MemoryPressureConfig,
+    RateLimitConfig,
+    ReclaimedOvercommitConfig,
+)
 
 __all__ = [
     "COMPONENT",

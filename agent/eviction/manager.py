@@ -25,7 +25,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from agent.eviction.config import EvictionConfig
 from agent.eviction.model import (
     EvictionDecision,
     EvictionOutcome,
@@ -37,6 +36,7 @@ from agent.eviction.model import (
 from agent.eviction.plugins import EvictionPlugin
 from agent.eviction.ratelimit import RateLimiter
 from katalyst.clock import Clock
+from katalyst.config.eviction import EvictionConfig
 from katalyst.qos import PodUID
 
 __all__ = ["EvictionCounters", "EvictionManager"]

@@ -20,12 +20,6 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
-from agent.eviction.config import (
-    CPUSuppressionConfig,
-    EvictionConfig,
-    MemoryPressureConfig,
-    ReclaimedOvercommitConfig,
-)
 from agent.eviction.model import (
     Candidate,
     PodSample,
@@ -33,6 +27,12 @@ from agent.eviction.model import (
     Sample,
     finite_non_negative,
     never_evicted,
+)
+from katalyst.config.eviction import (
+    CPUSuppressionConfig,
+    EvictionConfig,
+    MemoryPressureConfig,
+    ReclaimedOvercommitConfig,
 )
 from katalyst.qos import PodUID, QoSLevel
 

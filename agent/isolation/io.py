@@ -9,7 +9,7 @@ control period. :mod:`agent.isolation.io_loop` measures, decides and writes.
 The state is a *level* ``L`` in [0, 1]; each throttled direction ``d`` (read or
 write, bytes or operations per second) gets the limit
 ``min_d + L * (max_d - min_d)`` on every data device, or none where ``max_d`` is
-null and ``L`` is 1 (see :class:`agent.isolation.io_config.IOConfig`). Each period,
+null and ``L`` is 1 (see :class:`katalyst.config.io.IOConfig`). Each period,
 with ``p`` the services' pressure (PSI ``some avg10``, percent), ``T`` the target,
 ``e = ln(max(p, eps) / T)`` the log error:
 
@@ -39,8 +39,8 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from agent.isolation.io_config import DIRECTIONS, IOConfig
 from katalyst.cgroup import IOLimit
+from katalyst.config.io import DIRECTIONS, IOConfig
 
 __all__ = [
     "EPS",

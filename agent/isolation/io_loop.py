@@ -42,7 +42,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 from agent.isolation.io import IOSignal, ThrottleController, ThrottleDecision
-from agent.isolation.io_config import DIRECTIONS, IOConfig
 from agent.metaserver.metrics import ContainerRef, HeartbeatSink
 from katalyst.cgroup import (
     CgroupDriver,
@@ -54,6 +53,7 @@ from katalyst.cgroup import (
     IOStat,
 )
 from katalyst.clock import Clock, first_of
+from katalyst.config.io import DIRECTIONS, IOConfig
 from katalyst.qos import QoSLevel
 
 __all__ = [

@@ -12,7 +12,6 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from agent.isolation.io_config import IOConfig
 from agent.isolation.io_loop import IOLoop
 from agent.isolation.io_metrics import IOCollector
 from agent.isolation.netcls import (
@@ -37,6 +36,7 @@ from agent.qrm.network import NIC, NetworkPolicy, NICInventoryError, read_nics
 from katalyst.cgroup import CgroupDriver, CgroupError, IOLimit
 from katalyst.checkpoint import CheckpointStore
 from katalyst.clock import Clock
+from katalyst.config.io import IOConfig
 
 log = logging.getLogger(__name__)
 

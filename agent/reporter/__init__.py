@@ -16,7 +16,6 @@ creating the CNR when it is missing. :class:`ReportLoop` ties the two together;
 :class:`ReporterCollector` exposes the state. See ``docs/reporter.md``.
 """
 
-from agent.reporter.config import ReporterConfig, ReporterConfigError
 from agent.reporter.loop import HeartbeatSink, ReportLoop
 from agent.reporter.metrics import ReporterCollector, status
 from agent.reporter.model import (
@@ -46,6 +45,7 @@ from agent.reporter.wire import (
     node_status_patch,
     topology_zones,
 )
+from katalyst.config.reporter import ReporterConfig, ReporterConfigError
 
 __all__ = [
     "CNR_API_VERSION",

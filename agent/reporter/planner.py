@@ -36,7 +36,6 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from agent.reporter.config import ReporterConfig
 from agent.reporter.model import (
     Reason,
     Reclaimed,
@@ -48,6 +47,7 @@ from agent.reporter.model import (
     to_millicpu,
 )
 from katalyst.clock import Clock
+from katalyst.config.reporter import ReporterConfig
 
 __all__ = ["ReportPlanner", "TargetState"]
 

@@ -8,16 +8,6 @@ its defaults are in ``docs/headroom.md``.
 """
 
 from agent.sysadvisor.advisor import Advisor
-from agent.sysadvisor.config import (
-    INDICATORS,
-    AdvisorConfig,
-    Gains,
-    IndicatorConfig,
-    IndicatorName,
-    IndicatorsConfig,
-    LimitsConfig,
-    MemoryConfig,
-)
 from agent.sysadvisor.types import (
     SHARE_REGION,
     AdvisorInput,
@@ -29,6 +19,16 @@ from agent.sysadvisor.types import (
     RegionKind,
     RegionPlan,
     dedicated_region,
+)
+from katalyst.config.sysadvisor import (
+    INDICATORS,
+    AdvisorConfig,
+    Gains,
+    IndicatorConfig,
+    IndicatorName,
+    IndicatorsConfig,
+    LimitsConfig,
+    MemoryConfig,
 )
 
 __all__ = [

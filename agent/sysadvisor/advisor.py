@@ -48,7 +48,6 @@ import sys
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from agent.sysadvisor.config import INDICATORS, AdvisorConfig, Gains, IndicatorName
 from agent.sysadvisor.pid import ErrorPid
 from agent.sysadvisor.types import (
     AdvisorInput,
@@ -59,6 +58,7 @@ from agent.sysadvisor.types import (
     RegionInput,
     RegionPlan,
 )
+from katalyst.config.sysadvisor import INDICATORS, AdvisorConfig, Gains, IndicatorName
 
 EPS = 1e-6
 """The smallest indicator value taken into the logarithm (an idle region reads 0)."""

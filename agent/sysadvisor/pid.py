@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from simple_pid import PID
 
-from agent.sysadvisor.config import Gains
+from katalyst.config.sysadvisor import Gains
 
 
 def _no_clock() -> float:

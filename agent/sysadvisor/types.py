@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from agent.sysadvisor.config import IndicatorName
+from katalyst.config.sysadvisor import IndicatorName
 
 RegionKind = Literal["share", "dedicated"]
 """``share``: the shared pool (one region); ``dedicated``: one dedicated_cores pod."""

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import pytest
 
-from agent.isolation.io_config import IOConfig, MiB
 from agent.isolation.io_loop import IOLoop, PressureReading, services_pressure
 from agent.metaserver.metrics import ContainerRef
 from katalyst.cgroup import CgroupDriver, IOLimit
 from katalyst.clock import MonotonicClock
+from katalyst.config.io import IOConfig, MiB
 from tests.support.kernel import Processes, check_kernel_ready, kernel_driver, loop_device
 from tests.support.wait import eventually
 

@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agent.isolation.io import IOSignal, ThrottleController, ThrottleDecision, limit_at
-from agent.isolation.io_config import IOConfig, MiB
 from katalyst.cgroup import IOLimit
+from katalyst.config.io import IOConfig, MiB
 
 TARGET = 10.0
 

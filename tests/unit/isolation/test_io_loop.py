@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from agent.isolation.io_config import IOConfig, MiB
 from agent.isolation.io_loop import (
     BlockDevice,
     BlockDevices,
@@ -27,6 +26,7 @@ from agent.observability import Heartbeat
 from katalyst.cgroup import CgroupDriver, IOLimit, open_driver
 from katalyst.cgroup.fake import FakeCgroupFS
 from katalyst.clock import FakeClock
+from katalyst.config.io import IOConfig, MiB
 
 SDA, SDB, SDA1, LOOP0 = "8:0", "8:16", "8:1", "7:0"
 PSI = (

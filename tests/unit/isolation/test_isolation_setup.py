@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from agent.isolation.io_config import IOConfig
 from agent.isolation.io_loop import IOLoop
 from agent.isolation.netcls import NetClsClassifier, NetClsError
 from agent.isolation.network import (
@@ -45,6 +44,7 @@ from katalyst.cgroup import CgroupDriver, IOLimit, open_driver
 from katalyst.cgroup.fake import FakeCgroupFS
 from katalyst.checkpoint import CheckpointStore
 from katalyst.clock import FakeClock
+from katalyst.config.io import IOConfig
 from tests.support.isolation_fakes import RULES, FakeShaper, FakeTable, NftBinary, make_host
 from tests.unit.qrm.network.machines import request, write_nic
 

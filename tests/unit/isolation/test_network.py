@@ -40,9 +40,9 @@ from agent.isolation.nft import CgroupV2Rule, ClassifyRule, NftError
 from agent.isolation.tc import ClassSpec, ClassStats, ShaperError, classid
 from agent.metaserver.metrics import ContainerRef
 from agent.observability import Heartbeat
-from agent.settings import SettingError
 from katalyst.clock import FakeClock
 from katalyst.qos import QoSLevel
+from katalyst.settings import SettingError
 from tests.support.isolation_fakes import FakeShaper, FakeTable, Host, NftBinary, make_host
 from tests.support.wait import eventually
 

@@ -23,7 +23,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.settings import (
+from katalyst.cgroup.driver import BYTES_MAX, IOPS_MAX
+from katalyst.settings import (
     Check,
     Section,
     SettingError,
@@ -34,7 +35,6 @@ from agent.settings import (
     optional,
     setting,
 )
-from katalyst.cgroup.driver import BYTES_MAX, IOPS_MAX
 
 __all__ = [
     "DIRECTIONS",

@@ -17,7 +17,7 @@ from agent.eviction import (
     RateLimitConfig,
     ReclaimedOvercommitConfig,
 )
-from agent.eviction import config as module
+from katalyst.config import eviction as module
 
 
 def test_an_empty_mapping_is_the_defaults() -> None:

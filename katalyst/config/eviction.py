@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from agent.settings import Section, SettingError, boolean, integer, number, optional, setting
+from katalyst.settings import Section, SettingError, boolean, integer, number, optional, setting
 
 __all__ = [
     "CPUSuppressionConfig",

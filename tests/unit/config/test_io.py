@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from agent.errors import ConfigError
-from agent.isolation.io_config import IOConfig, IOConfigError, IOWeightsConfig, MiB
+from katalyst.config.io import IOConfig, IOConfigError, IOWeightsConfig, MiB
 
 
 def test_defaults_weight_by_level_and_throttle_to_a_floor_only() -> None:

@@ -23,10 +23,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import field
 from typing import Any, ClassVar, Self, TypeVar
 
-from agent.errors import ConfigError
-
 __all__ = [
     "Check",
+    "ConfigError",
     "Section",
     "SettingError",
     "boolean",
@@ -40,6 +39,10 @@ __all__ = [
     "setting",
     "text",
 ]
+
+
+class ConfigError(ValueError):
+    """A configuration value broke a rule; the message names the field and the rule."""
 
 
 class SettingError(ConfigError):

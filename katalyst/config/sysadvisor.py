@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from agent.errors import ConfigError
+from katalyst.settings import ConfigError
 
 IndicatorName = Literal["cpu_usage_ratio", "cpu_sched_wait", "cpu_psi_some_avg10"]
 """The CPU indicators the advisor controls on."""

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from agent.errors import ConfigError
+from katalyst.settings import ConfigError
 
 __all__ = ["ROOT", "ReporterConfig", "ReporterConfigError"]
 
