@@ -16,7 +16,7 @@ import signal
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import psutil
 from prometheus_client import CollectorRegistry
@@ -24,6 +24,12 @@ from prometheus_client import CollectorRegistry
 from agent.cluster.metrics import ClusterCollector
 from agent.cluster.node import ClusterNode
 from agent.config import AgentConfig, Mode, load_config
+from agent.dynconfig import (
+    DynamicConfigCollector,
+    FolderSource,
+    LayerCheckpoint,
+    SettingsApplier,
+)
 from agent.errors import ConfigError
 from agent.eviction import (
     ApiServerEvictor,
@@ -90,6 +96,7 @@ from katalyst.qos import PodView
 from katalyst.topology import CPUTopology, TopologyError, read_cpu_topology, read_numa_memory
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 PROG = "katalyst-agent"
 STANDALONE_CGROUP_ROOT = "katalyst"
 SERVER_GRACE_S = 1.0
@@ -332,6 +339,59 @@ def _isolation(
         raise StartupError(str(exc)) from exc
 
 
+def _settings_applier(
+    config: AgentConfig,
+    controls: Sequence[object],
+    *,
+    metrics: MetricsLoop,
+    heartbeats: Sequence[Heartbeat],
+) -> SettingsApplier:
+    """The one object that hands new settings to the running loops (agent.dynconfig)."""
+
+    def first(kind: type[_T]) -> _T | None:
+        return next((c for c in controls if isinstance(c, kind)), None)
+
+    eviction = first(EvictionLoop)
+    return SettingsApplier(
+        config,
+        advisor=first(AdvisorLoop),
+        eviction=eviction.manager if eviction is not None else None,
+        network=first(NetworkLoop),
+        io=first(IOLoop),
+        metrics=metrics,
+        heartbeats=heartbeats,
+    )
+
+
+async def _dynamic_config(
+    config: AgentConfig,
+    applier: SettingsApplier,
+    *,
+    store: CheckpointStore,
+    registry: CollectorRegistry,
+    status_parts: dict[str, Callable[[], Mapping[str, object]]],
+    clock: Clock,
+) -> tuple[tuple[str, _Loop], ...]:
+    """With ``--dynamic-config``: the folder source, its checkpoint restored and the
+    folder read once before the loops start (their first period uses the result)."""
+    if config.dynamic_config is None:
+        return ()
+    if not config.dynamic_config.is_dir():
+        raise StartupError(f"dynamic_config {config.dynamic_config}: not a directory")
+    source = FolderSource(
+        config.dynamic_config,
+        applier=applier,
+        node_name=config.node_name,
+        labels=config.node_labels,
+        clock=clock,
+        checkpoint=LayerCheckpoint(store.path("dynamic_config")),
+    )
+    registry.register(DynamicConfigCollector(source.record))
+    status_parts["dynamic_config"] = source.record.status
+    await source.start()
+    return (("dynamic-config", source),)
+
+
 def _release(loops: Iterable[object]) -> None:
     """After the loops stopped: let the network loop prune what belongs to no one."""
     for loop in loops:
@@ -501,12 +561,21 @@ async def run(
                     sysfs=sysfs,
                 )
             )
+            dynamic = await _dynamic_config(
+                config,
+                _settings_applier(config, controls, metrics=metrics, heartbeats=heartbeats),
+                store=store,
+                registry=registry,
+                status_parts=status_parts,
+                clock=clock,
+            )
             if node_ready is not None:
                 node_ready.set()
             async with asyncio.TaskGroup() as loops:
                 named: tuple[tuple[str, _Loop], ...] = (
                     ("metrics", metrics),
                     ("standalone-node", node),
+                    *dynamic,
                 )
                 for name, loop in named:
                     loops.create_task(_supervised(name, loop, stop, clock))
@@ -584,6 +653,14 @@ async def run(
                     sysfs=sysfs,
                 )
                 controls = (advisor, eviction, report, *isolation)
+                dynamic = await _dynamic_config(
+                    config,
+                    _settings_applier(config, controls, metrics=metrics, heartbeats=heartbeats),
+                    store=store,
+                    registry=registry,
+                    status_parts=status_parts,
+                    clock=clock,
+                )
                 if node_ready is not None:
                     node_ready.set()
                 async with asyncio.TaskGroup() as loops:
@@ -591,6 +668,7 @@ async def run(
                         ("pod-watch", watcher),
                         ("cluster-node", cluster),
                         ("metrics", metrics),
+                        *dynamic,
                     )
                     for name, loop in cluster_loops:
                         loops.create_task(_supervised(name, loop, stop, clock))

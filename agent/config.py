@@ -2,8 +2,9 @@
 
 Every field is documented with its unit and default; values are validated at
 start-up and a bad one stops the agent with a one-line message naming the field
-(exit status 2). What SREs tune at run time (targets, gains, thresholds) is the
-dynamic configuration of a later issue, not this.
+(exit status 2). What SREs tune at run time (targets, gains, thresholds) comes
+on top of the sections here from the dynamic configuration (``agent.dynconfig``;
+standalone: ``--dynamic-config DIR``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ ENV_PREFIX = "KATALYST_"
 _DNS_SUBDOMAIN = re.compile(
     r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*", re.ASCII
 )
+# A label's name part, and its value (which may be empty): Kubernetes' rules.
+_LABEL_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?", re.ASCII)
 
 
 class Mode(enum.StrEnum):
@@ -89,6 +92,14 @@ class AgentConfig:
     only)."""
     io: IOConfig = field(default_factory=IOConfig)
     """Block IO isolation (``io:`` section of the config file only)."""
+    dynamic_config: Path | None = None
+    """A folder of ``AdminQoSConfiguration`` YAML files (and optionally a
+    ``KatalystCustomConfig``): the agent resolves its own layers from them (by
+    ``node_name`` and ``node_labels``) and applies them without a restart, reloading
+    when a file changes. None (default): no dynamic configuration from files."""
+    node_labels: Mapping[str, str] = field(default_factory=dict)
+    """This node's labels for the node-pool selectors of ``dynamic_config``
+    (``k=v,k2=v2``; in the config file also a mapping). Default none."""
     cleanup: bool = False
     """``--cleanup`` (flag only): remove what the agent wrote to the kernel beyond pod
     cgroups (its tc trees, nftables tables, net_cls classids, IO throttles) and exit."""
@@ -110,6 +121,12 @@ _FIELDS: tuple[tuple[str, str], ...] = (
     ("metrics_addr", "host:port of /metrics and /healthz (default 127.0.0.1:9316)"),
     ("kubeconfig", "kubeconfig file; default: the in-cluster service account"),
     ("log_format", "text or json (default text)"),
+    (
+        "dynamic_config",
+        "folder of AdminQoSConfiguration YAML files applied without a restart, reloaded on "
+        "change (docs/configuration.md)",
+    ),
+    ("node_labels", "this node's labels for the dynamic config's node-pool selectors: k=v,k2=v2"),
 )
 
 
@@ -137,6 +154,8 @@ def build_parser(prog: str = "katalyst-agent") -> argparse.ArgumentParser:
             "kubeconfig": "FILE",
             "qrm_socket_dir": "DIR",
             "state_dir": "DIR",
+            "dynamic_config": "DIR",
+            "node_labels": "K=V,...",
         }
         parser.add_argument(flag, dest=name, default=None, metavar=metavar.get(name), help=text)
     return parser
@@ -145,6 +164,8 @@ def build_parser(prog: str = "katalyst-agent") -> argparse.ArgumentParser:
 def _convert(name: str, raw: object, source: str) -> object:
     """Turn one raw value into the field's type, or ConfigError naming it."""
     where = f"{name} (from {source})"
+    if name == "node_labels":
+        return _labels(raw, where)
     if isinstance(raw, bool) or not isinstance(raw, str | int):
         raise ConfigError(f"{where}: expected a string, got {type(raw).__name__}")
     text = str(raw).strip()
@@ -164,7 +185,7 @@ def _convert(name: str, raw: object, source: str) -> object:
             return LogFormat(text)
         except ValueError:
             raise ConfigError(f"{where}: {text!r} is not one of text, json") from None
-    if name in ("standalone", "qrm_socket_dir", "state_dir", "kubeconfig"):
+    if name in ("standalone", "qrm_socket_dir", "state_dir", "kubeconfig", "dynamic_config"):
         if not text or "\x00" in text:
             raise ConfigError(f"{where}: must be a path")
         return Path(text)
@@ -195,6 +216,36 @@ def _convert(name: str, raw: object, source: str) -> object:
                 raise ConfigError(f"{where}: {host!r} is not an IP address or host name") from None
         return text
     raise ConfigError(f"{where}: unknown setting")  # pragma: no cover - table and code agree
+
+
+def _labels(raw: object, where: str) -> dict[str, str]:
+    """``k=v,k2=v2`` (or a mapping, from the file) as labels, each checked."""
+    if isinstance(raw, Mapping):
+        pairs = [(str(k), v) for k, v in raw.items()]
+    elif isinstance(raw, str):
+        pairs = []
+        for item in (i.strip() for i in raw.split(",")):
+            if not item:
+                continue
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ConfigError(f"{where}: {item!r} is not key=value")
+            pairs.append((key.strip(), value.strip()))
+    else:
+        raise ConfigError(f"{where}: expected k=v,k2=v2 or a mapping, got {type(raw).__name__}")
+    labels: dict[str, str] = {}
+    for key, value in pairs:
+        prefix, slash, name = key.rpartition("/")
+        if (slash and (len(prefix) > 253 or not _DNS_SUBDOMAIN.fullmatch(prefix))) or (
+            not _LABEL_NAME.fullmatch(name)
+        ):
+            raise ConfigError(f"{where}: {key!r} is not a label key ([prefix/]name)")
+        if not isinstance(value, str) or (value and not _LABEL_NAME.fullmatch(value)):
+            raise ConfigError(f"{where}: label {key}: {value!r} is not a label value")
+        if key in labels:
+            raise ConfigError(f"{where}: label {key} is given twice")
+        labels[key] = value
+    return labels
 
 
 #: Nested sections of the config file: name -> loader (validating, naming the field).

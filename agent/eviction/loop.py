@@ -50,6 +50,11 @@ class EvictionLoop:
         self.outcomes: list[EvictionOutcome] = []
         """The latest pass's outcomes (for tests and debugging)."""
 
+    @property
+    def manager(self) -> EvictionManager:
+        """The manager this loop steps (the dynamic configuration reconfigures it)."""
+        return self._manager
+
     async def run(self, stop: asyncio.Event) -> None:
         """Loop until ``stop`` is set."""
         while not stop.is_set():

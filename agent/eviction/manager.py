@@ -15,6 +15,9 @@ and turns each into an :class:`EvictionDecision` unless
 What the evictor made of a decision comes back through :meth:`EvictionManager.record`,
 which keeps the per-plugin counters that :class:`agent.eviction.metrics.EvictionCollector`
 exposes and decides how long the pod is left alone.
+
+:meth:`EvictionManager.configure` takes new settings from any thread; the next step
+uses them (see there for what each plugin keeps).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from agent.eviction.model import (
     Sample,
     never_evicted,
 )
-from agent.eviction.plugins import EvictionPlugin
+from agent.eviction.plugins import EvictionPlugin, build_plugins
 from agent.eviction.ratelimit import RateLimiter
 from katalyst.clock import Clock
 from katalyst.config.eviction import EvictionConfig
@@ -82,11 +85,50 @@ class EvictionManager:
         self._evictions: dict[tuple[str, Resource, Outcome], int] = {}
         self._candidates = dict.fromkeys(names, 0)
         self._rate_limited = dict.fromkeys(names, 0)
+        self._pending: EvictionConfig | None = None
 
     @property
     def plugins(self) -> tuple[EvictionPlugin, ...]:
         """The plugins, in the order they are consulted."""
         return self._plugins
+
+    @property
+    def config(self) -> EvictionConfig:
+        """The settings in force (or those the next step takes up)."""
+        with self._lock:
+            return self._pending or self._config
+
+    def configure(self, config: EvictionConfig) -> None:
+        """Step with ``config`` from the next step on (safe from any thread).
+
+        The plugins are rebuilt from the configuration's table
+        (:func:`agent.eviction.plugins.build_plugins`): one that stays enabled keeps
+        its counters where their meaning stays (a new threshold of what makes a
+        sample bad restarts its count; a new ``consecutive_samples`` does not), one
+        switched on starts afresh, one switched off is dropped with its counters
+        (its totals on ``/metrics`` stay). The rate limiter keeps the tokens it
+        holds, up to the new burst. Pods already being evicted keep the time they
+        were given; new ones get the new ``evicting_grace_s`` and ``retry_after_s``.
+        """
+        with self._lock:
+            self._pending = config
+
+    def _take_pending(self) -> None:
+        with self._lock:
+            config, self._pending = self._pending, None
+        if config is None:
+            return
+        plugins = tuple(build_plugins(config, current=self._plugins))
+        names = [p.name for p in plugins]
+        self._limiter.reconfigure(
+            per_minute=config.rate_limit.per_minute, burst=config.rate_limit.burst
+        )
+        with self._lock:
+            self._config = config
+            self._plugins = plugins
+            self._candidates = {name: self._candidates.get(name, 0) for name in names}
+            for name in names:
+                self._rate_limited.setdefault(name, 0)
 
     def evicting(self) -> Mapping[PodUID, float]:
         """Pods left alone now, each with the clock time until which it is."""
@@ -95,6 +137,7 @@ class EvictionManager:
 
     def step(self, sample: Sample) -> list[EvictionDecision]:
         """Show ``sample`` to every plugin; the pods to evict now, in order."""
+        self._take_pending()
         now = self._clock.monotonic()
         self._expire(now)
         decisions: list[EvictionDecision] = []

@@ -4,7 +4,8 @@ A plugin is a small class with a ``name`` and ``observe(sample) -> list[Candidat
 it is pure but for its own counters (how many bad samples in a row, since when a pod
 is suppressed). It is shown every sample, whether or not the manager can act on its
 candidates; the manager does the rate limit and the dedupe. Plugins are listed in
-:func:`build_plugins`, an explicit table.
+:func:`build_plugins`, an explicit table, which also reconfigures the running ones
+(each plugin's ``configure`` keeps its counters where their meaning stays).
 
 Victim order, in every plugin: ``reclaimed_cores`` first, then (memory pressure only,
 and only where the configuration allows) ``shared_cores``, then ``dedicated_cores``;
@@ -18,7 +19,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Iterable, Sequence
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from agent.eviction.model import (
     Candidate,
@@ -110,12 +111,19 @@ class MemoryPressurePlugin:
         self._config = config
         self._bad = 0
         self._outside_pods = False
-        levels = [QoSLevel.RECLAIMED_CORES]
-        if config.evict_shared_cores:
-            levels.append(QoSLevel.SHARED_CORES)
-        if config.evict_dedicated_cores:
-            levels.append(QoSLevel.DEDICATED_CORES)
-        self._levels = tuple(levels)
+        self._levels = _memory_levels(config)
+
+    def configure(self, config: MemoryPressureConfig) -> None:
+        """New settings from the next sample on. The count of bad samples stays
+        unless what makes a sample bad changed (a watermark or a PSI threshold):
+        it then counts from zero, as the samples counted so far were judged by
+        another rule. A shorter ``consecutive_samples`` than the count so far asks
+        for victims at the next bad sample."""
+        if _memory_rule(config) != _memory_rule(self._config):
+            self._bad = 0
+            self._outside_pods = False
+        self._config = config
+        self._levels = _memory_levels(config)
 
     @property
     def bad_samples(self) -> int:
@@ -202,6 +210,25 @@ class MemoryPressurePlugin:
         ]
 
 
+def _memory_levels(config: MemoryPressureConfig) -> tuple[QoSLevel, ...]:
+    levels = [QoSLevel.RECLAIMED_CORES]
+    if config.evict_shared_cores:
+        levels.append(QoSLevel.SHARED_CORES)
+    if config.evict_dedicated_cores:
+        levels.append(QoSLevel.DEDICATED_CORES)
+    return tuple(levels)
+
+
+def _memory_rule(config: MemoryPressureConfig) -> tuple[object, ...]:
+    """What makes a sample bad for :class:`MemoryPressurePlugin`."""
+    return (
+        config.watermark_bytes,
+        config.watermark_ratio,
+        config.psi_some_avg10,
+        config.psi_full_avg10,
+    )
+
+
 def _reclaimed_request(pod: PodSample, resource: Resource) -> int:
     if resource is Resource.CPU:
         return max(0, pod.reclaimed_millicpu)
@@ -231,6 +258,19 @@ class ReclaimedOvercommitPlugin:
     def __init__(self, config: ReclaimedOvercommitConfig) -> None:
         self._config = config
         self._bad = dict.fromkeys(Resource, 0)
+
+    def configure(self, config: ReclaimedOvercommitConfig) -> None:
+        """New settings from the next sample on. A resource's count of
+        over-committed samples starts from zero when its rate changed (the samples
+        so far were over another line) and stays otherwise."""
+        old = self._config
+        for resource, before, after in (
+            (Resource.CPU, old.cpu_rate, config.cpu_rate),
+            (Resource.MEMORY, old.memory_rate, config.memory_rate),
+        ):
+            if before != after:
+                self._bad[resource] = 0
+        self._config = config
 
     def bad_samples(self, resource: Resource) -> int:
         """Over-committed samples of ``resource`` in a row so far."""
@@ -312,6 +352,12 @@ class CPUSuppressionPlugin:
         self._config = config
         self._since: dict[PodUID, float] = {}
 
+    def configure(self, config: CPUSuppressionConfig) -> None:
+        """New settings from the next sample on. When each pod went above its own
+        ``suppression_tolerance_rate`` (a pod annotation, not a setting) stays: a
+        new ``min_duration_s`` is measured from there."""
+        self._config = config
+
     def suppressed_since(self, uid: PodUID) -> float | None:
         """When ``uid``'s suppression rate went above its tolerance (sample time)."""
         return self._since.get(uid)
@@ -368,15 +414,39 @@ class CPUSuppressionPlugin:
         ]
 
 
-def build_plugins(config: EvictionConfig) -> list[EvictionPlugin]:
+_Builtin = TypeVar(
+    "_Builtin", MemoryPressurePlugin, ReclaimedOvercommitPlugin, CPUSuppressionPlugin
+)
+
+
+def _reuse(current: Sequence[EvictionPlugin], kind: type[_Builtin], config: Any) -> _Builtin:
+    """The plugin of ``kind`` in ``current`` reconfigured with ``config``, else a new one."""
+    for plugin in current:
+        if isinstance(plugin, kind):
+            plugin.configure(config)
+            return plugin
+    return kind(config)
+
+
+def build_plugins(
+    config: EvictionConfig, current: Sequence[EvictionPlugin] = ()
+) -> list[EvictionPlugin]:
     """The enabled plugins, in the order the manager consults them (a pod two plugins
-    name is attributed to the first)."""
+    name is attributed to the first). A plugin of ``current`` that stays enabled is
+    kept and reconfigured (its counters stay where their meaning does); one that
+    is switched on starts afresh, one switched off is left out."""
     table: list[tuple[bool, Callable[[], EvictionPlugin]]] = [
-        (config.memory_pressure.enabled, lambda: MemoryPressurePlugin(config.memory_pressure)),
+        (
+            config.memory_pressure.enabled,
+            lambda: _reuse(current, MemoryPressurePlugin, config.memory_pressure),
+        ),
         (
             config.reclaimed_overcommit.enabled,
-            lambda: ReclaimedOvercommitPlugin(config.reclaimed_overcommit),
+            lambda: _reuse(current, ReclaimedOvercommitPlugin, config.reclaimed_overcommit),
         ),
-        (config.cpu_suppression.enabled, lambda: CPUSuppressionPlugin(config.cpu_suppression)),
+        (
+            config.cpu_suppression.enabled,
+            lambda: _reuse(current, CPUSuppressionPlugin, config.cpu_suppression),
+        ),
     ]
     return [make() for enabled, make in table if enabled]

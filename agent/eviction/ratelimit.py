@@ -11,15 +11,22 @@ class RateLimiter:
     ``t`` seconds at most ``burst + per_minute * t / 60`` evictions pass."""
 
     def __init__(self, *, per_minute: float, burst: int, clock: Clock) -> None:
-        if not per_minute > 0:
-            raise ValueError(f"per_minute must be > 0, got {per_minute}")
-        if burst < 1:
-            raise ValueError(f"burst must be >= 1, got {burst}")
+        _check(per_minute, burst)
         self._rate = per_minute / 60.0
         self._burst = float(burst)
         self._clock = clock
         self._tokens = float(burst)
         self._last = clock.monotonic()
+
+    def reconfigure(self, *, per_minute: float, burst: int) -> None:
+        """A new rate and size from now on. The tokens earned so far stay (up to the
+        new size): a new setting is not a quiet spell, and must not hand out a
+        fresh burst."""
+        _check(per_minute, burst)
+        self._refill()
+        self._rate = per_minute / 60.0
+        self._burst = float(burst)
+        self._tokens = min(self._tokens, self._burst)
 
     @property
     def tokens(self) -> float:
@@ -42,3 +49,10 @@ class RateLimiter:
         elapsed = max(0.0, now - self._last)
         self._last = max(self._last, now)
         self._tokens = min(self._burst, self._tokens + elapsed * self._rate)
+
+
+def _check(per_minute: float, burst: int) -> None:
+    if not per_minute > 0:
+        raise ValueError(f"per_minute must be > 0, got {per_minute}")
+    if burst < 1:
+        raise ValueError(f"burst must be >= 1, got {burst}")

@@ -284,6 +284,9 @@ class IOLoop:
     ) -> None:
         self._config = config
         self._pending: IOConfig | None = None
+        # configure() runs on the event loop, a period in a worker thread: the
+        # hand-over is one swap under this lock, so that no new config is lost.
+        self._pending_lock = threading.Lock()
         self._driver = driver
         self._containers = containers
         self._reclaimed = reclaimed_cgroup
@@ -315,11 +318,15 @@ class IOLoop:
     @property
     def config(self) -> IOConfig:
         """The settings in force (a :meth:`configure` takes effect at the next period)."""
-        return self._pending or self._config
+        with self._pending_lock:
+            return self._pending or self._config
 
     def configure(self, config: IOConfig) -> None:
-        """New settings from the next period on (the dynamic configuration's hook)."""
-        self._pending = config
+        """New settings from the next period on (the dynamic configuration's hook;
+        safe from any thread). The period's own sleep already running keeps its
+        length; the next one is the new ``period_s``."""
+        with self._pending_lock:
+            self._pending = config
 
     def usage(self) -> dict[tuple[str, str], tuple[int, int, int, int]]:
         """Cumulative IO per (QoS level, device): read bytes, write bytes, read and
@@ -409,8 +416,10 @@ class IOLoop:
 
     def _step(self, containers: Sequence[ContainerRef], reclaimed: str | None) -> IOPeriod:
         started = time.perf_counter()
-        if self._pending is not None:
-            self._config, self._pending = self._pending, None
+        with self._pending_lock:
+            pending, self._pending = self._pending, None
+        if pending is not None:
+            self._config = pending
             self._controller.reconfigure(self._config)
         config = self._config
         now = self._clock.monotonic()

@@ -30,6 +30,12 @@ id of its QoS class (:mod:`agent.isolation.netcls`) and the agent's nftables
 table sets ``skb->priority`` from it (:mod:`agent.isolation.nft`), which HTB maps
 to the class. The loop owns its qdisc, classes, table and classids: it restores
 them when someone removes them, and :meth:`NetworkLoop.cleanup` removes them all.
+
+:meth:`NetworkLoop.configure` takes new cap settings at run time (the next period
+uses them); what was fixed when the loop was built (:data:`STATIC_FIELDS`: the
+interfaces, the classification, the qdisc and net_cls set-up, the plugin's
+reserve) cannot change without a restart, and a new configuration that changes
+it is refused.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -59,6 +66,7 @@ __all__ = [
     "MINOR",
     "RECLAIMED",
     "SHARED",
+    "STATIC_FIELDS",
     "SYSTEM",
     "CapController",
     "CapDecision",
@@ -70,6 +78,7 @@ __all__ = [
     "ShapedInterface",
     "class_of",
     "heracles_cap",
+    "static_changes",
 ]
 
 SYSTEM, SHARED, RECLAIMED = "system", "shared", "reclaimed"
@@ -78,6 +87,45 @@ MINOR = {SYSTEM: 0x10, SHARED: 0x20, RECLAIMED: 0x30}
 """The leaf class of each QoS class; unclassified traffic goes to ``system``."""
 RECLAIMED_PRIO = 7
 """HTB lends spare bandwidth to lower priorities first: the reclaimed class last."""
+
+
+STATIC_FIELDS: tuple[str, ...] = (
+    "interfaces",
+    "reserved_ratio",
+    "classify",
+    "replace_foreign_qdisc",
+    "mount_net_cls",
+    "net_cls_mountpoint",
+)
+"""The ``network:`` settings read once at start-up: the interfaces shaped (and their
+link rates), the bandwidth plugin's reserve, how traffic is classified, whether a
+foreign qdisc is replaced, where net_cls is mounted. The rest (the cap's ratios,
+its ramp, the period) is read every period."""
+
+
+def static_changes(old: NetworkConfig, new: NetworkConfig) -> list[str]:
+    """A message per :data:`STATIC_FIELDS` setting that differs between ``old`` (the
+    one in force since start-up) and ``new``; empty when ``new`` may be applied."""
+
+    def show(value: object) -> str:
+        if isinstance(value, tuple) and all(isinstance(i, InterfaceConfig) for i in value):
+            return repr(
+                [
+                    i.name
+                    + (f" at {i.speed_mbit} Mbit/s" if i.speed_mbit else "")
+                    + (f" in netns {i.netns}" if i.netns else "")
+                    for i in value
+                ]
+            )
+        return repr(value)
+
+    return [
+        f"network.{name}: fixed at start-up by the agent's --config file "
+        f"({show(getattr(old, name))}); a dynamic config cannot change it "
+        f"(got {show(getattr(new, name))})"
+        for name in STATIC_FIELDS
+        if getattr(old, name) != getattr(new, name)
+    ]
 
 
 def class_of(level: QoSLevel | str) -> str:
@@ -127,6 +175,14 @@ class CapController:
         self.cap_mbit = self.floor_mbit
         """Starts at the floor: nothing is lent before the first measurement."""
         self._missing = 0
+
+    def configure(self, config: NetworkConfig) -> None:
+        """New ratios from the next decision on. The cap stays where it is, so that
+        the ramp rules apply from there (raised at once to a higher floor, as the
+        floor is a guarantee); the count of periods without counters stays."""
+        self._config = config
+        self.floor_mbit = config.reclaimed_floor_ratio * self.link_mbit
+        self.cap_mbit = min(self.link_mbit, max(self.cap_mbit, self.floor_mbit))
 
     def hold(self) -> CapDecision:
         """A period without a comparable reading that is not a missing one (the first
@@ -231,7 +287,9 @@ class NetworkLoop:
         ``cgroupv2_match(cgroup)``: instead, per-container ``socket cgroupv2`` rules,
         the container's (path for nft, level) or None while it has no cgroup."""
         self._v2_match = cgroupv2_match
-        self.config = config
+        self._config = config
+        self._pending: NetworkConfig | None = None
+        self._pending_lock = threading.Lock()
         self._guaranteed = guaranteed
         self._containers = containers
         self._open_classifier = classifier
@@ -256,6 +314,32 @@ class NetworkLoop:
         self.classified = 0
         self.passes = 0
         self.last_pass_s = 0.0
+
+    @property
+    def config(self) -> NetworkConfig:
+        """The settings in force (or those the next period takes up)."""
+        with self._pending_lock:
+            return self._pending or self._config
+
+    def configure(self, config: NetworkConfig) -> None:
+        """Cap with ``config`` from the next period on (safe from any thread; the
+        period's own sleep already running keeps its length). Raises
+        :class:`NetworkConfigError` naming the setting, changing nothing, when
+        ``config`` changes one of :data:`STATIC_FIELDS`."""
+        problems = static_changes(self._config, config)
+        if problems:
+            raise NetworkConfigError("; ".join(problems))
+        with self._pending_lock:
+            self._pending = config
+
+    def _take_pending(self) -> None:
+        with self._pending_lock:
+            config, self._pending = self._pending, None
+        if config is None:
+            return
+        self._config = config
+        for state in self.interfaces:
+            state.controller.configure(config)
 
     @property
     def supported(self) -> bool:
@@ -323,7 +407,7 @@ class NetworkLoop:
             decision = (
                 state.controller.hold() if baseline_only else state.controller.decide(service)
             )
-            minimum = self.config.min_class_ratio * link
+            minimum = self._config.min_class_ratio * link
             sys_rate = max(minimum, guaranteed.get(SYSTEM, 0.0))
             shared_rate = max(minimum, guaranteed.get(SHARED, 0.0))
             cap = decision.cap_mbit
@@ -359,6 +443,7 @@ class NetworkLoop:
         ``containers`` and ``guaranteed`` default to the callables' answers."""
         if containers is None or guaranteed is None:
             containers, guaranteed = self._inputs()
+        self._take_pending()
         start = self._clock.monotonic()
         self._classify(containers)
         rules = self._rules(containers)

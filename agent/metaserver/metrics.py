@@ -472,6 +472,13 @@ class MetricsLoop:
         """Seconds between the starts of two passes."""
         return self._period
 
+    def set_period(self, period: float) -> None:
+        """A new period from the next tick on (the sysadvisor's period, when the
+        dynamic configuration changes it); the sleep already running keeps its length."""
+        if not period > 0:
+            raise ValueError(f"period must be a positive number of seconds, not {period}")
+        self._period = period
+
     @property
     def snapshot(self) -> MetricsSnapshot | None:
         """The latest pass; ``None`` until the first one completes."""

@@ -39,6 +39,14 @@ The algorithm (``docs/headroom.md`` explains it at length, with the defaults):
 
 ``floor`` is ``min(reclaim_floor_cpus, allocatable_cpus)`` throughout, so the lend
 always lies in ``[floor, allocatable_cpus]``.
+
+8. **Reclaim off** (the dynamic configuration's ``reclaim.enabled: false``). The
+   controllers go on following the regions, but nothing is lent: ``L_t = 0``,
+   ``L* = 0``, no reclaim pool, the memory limit at its floor, mode ``disabled``.
+   Switched on again, the lend ramps up from the floor like after a start.
+
+:meth:`Advisor.configure` swaps the settings between two periods; what the
+controllers hold stays where it still means the same thing (see there).
 """
 
 from __future__ import annotations
@@ -58,7 +66,13 @@ from agent.sysadvisor.types import (
     RegionInput,
     RegionPlan,
 )
-from katalyst.config.sysadvisor import INDICATORS, AdvisorConfig, Gains, IndicatorName
+from katalyst.config.sysadvisor import (
+    INDICATORS,
+    AdvisorConfig,
+    Gains,
+    IndicatorConfig,
+    IndicatorName,
+)
 
 EPS = 1e-6
 """The smallest indicator value taken into the logarithm (an idle region reads 0)."""
@@ -78,6 +92,17 @@ def _whole_floor(value: float) -> int:
 
 def _whole_ceil(value: float) -> int:
     return math.ceil(value - _ROUNDING)
+
+
+def _steers(indicator: IndicatorConfig) -> tuple[object, ...]:
+    """What a controller's integral and derivative were accumulated against: with
+    another target or other gains they no longer mean anything."""
+    return (
+        indicator.target,
+        indicator.target_reclaimed_idle,
+        indicator.gains_up,
+        indicator.gains_down,
+    )
 
 
 @dataclass(slots=True)
@@ -111,11 +136,65 @@ class Advisor:
         self._memory_limit: int | None = None
         self._stale_periods = 0
         self._cooldown = 0
+        self._reclaim_enabled = True
 
     @property
     def config(self) -> AdvisorConfig:
         """The settings this advisor runs with."""
         return self._config
+
+    @property
+    def reclaim_enabled(self) -> bool:
+        """Whether anything is lent at all (the dynamic configuration's
+        ``reclaim.enabled``; default true). Takes effect at the next period."""
+        return self._reclaim_enabled
+
+    @reclaim_enabled.setter
+    def reclaim_enabled(self, enabled: bool) -> None:
+        self._reclaim_enabled = enabled
+
+    def configure(self, config: AdvisorConfig) -> tuple[IndicatorName, ...]:
+        """Run with ``config`` from the next period on; the indicators whose
+        controllers were dropped (to start afresh at their next reading, or for good
+        when disabled).
+
+        What stays: each region's requirement, the lend (so that the ramp rules
+        apply from where it is: a higher floor or a new ramp step starts from the
+        current lend, not from nothing), the memory limit, the stale and blind
+        counts, the safety cool-down (cut to the new ``safety_cooldown_periods``
+        when that is shorter). A controller whose indicator keeps its target and
+        gains keeps its integral and its last input (with a new ``period_s`` or
+        ``max_log_step`` it steps with the new ``dt`` and bound). A controller whose
+        indicator got another target (either of them) or other gains starts afresh:
+        what it integrated was an error against the old target, or a sum of
+        ``ki * e * dt`` under the old gains. A disabled indicator's controllers go;
+        an enabled one's are made at its first reading. Dead bands and safety
+        margins hold no state and simply apply. Raises :class:`ConfigError` naming
+        the field for an invalid ``config``, changing nothing.
+        """
+        config.check()
+        old = self._config
+        stale = [
+            name
+            for name in INDICATORS
+            if not config.indicators.get(name).enabled
+            or _steers(old.indicators.get(name)) != _steers(config.indicators.get(name))
+        ]
+        retime = (old.period_s, old.limits.max_log_step) != (
+            config.period_s,
+            config.limits.max_log_step,
+        )
+        dropped: set[IndicatorName] = set()
+        for state in self._regions.values():
+            for name in stale:
+                if state.controllers.pop(name, None) is not None:
+                    dropped.add(name)
+            if retime:
+                for controller in state.controllers.values():
+                    controller.pid.retime(dt=config.period_s, limit=config.limits.max_log_step)
+        self._cooldown = min(self._cooldown, config.limits.safety_cooldown_periods)
+        self._config = config
+        return tuple(name for name in INDICATORS if name in dropped)
 
     def reset(self) -> None:
         """Forget every region, controller, ramp and counter: the next period is a first one."""
@@ -139,7 +218,7 @@ class Advisor:
         self._stale_periods = 0 if inp.fresh else self._stale_periods + 1
         stale_degraded = self._stale_periods >= limits.degraded_after_periods
         alloc = inp.allocatable_cpus
-        floor = min(limits.reclaim_floor_cpus, alloc)
+        floor = min(limits.reclaim_floor_cpus, alloc) if self._reclaim_enabled else 0.0
 
         present = {region.name for region in inp.regions}
         for name in [name for name in self._regions if name not in present]:
@@ -188,6 +267,12 @@ class Advisor:
                 lend = min(previous, target)
             else:
                 lend = min(target, previous + limits.ramp_up_cpus_per_period)
+        if not self._reclaim_enabled:
+            # Reclaim switched off: nothing is lent, whatever the headroom. The
+            # controllers above go on following the regions, so that switching it
+            # on again starts from an up-to-date requirement, the lend from the floor.
+            target = lend = 0.0
+            mode = "disabled"
         self._lend = lend
 
         pool = min(_whole_floor(lend), _whole_floor(alloc - _whole_ceil(share_requirement)))
@@ -360,6 +445,9 @@ class Advisor:
         floor = min(memory.reclaim_floor_bytes, alloc)
         # A region whose working set was never seen could use everything: lend the floor.
         estimate = alloc if unknown else total + math.ceil(total * memory.working_set_margin)
+        if not self._reclaim_enabled:
+            self._memory_limit = floor
+            return floor, estimate
         target = max(floor, alloc - estimate - memory.reserve_bytes)
         limit = target
         if not complete and self._memory_limit is not None:

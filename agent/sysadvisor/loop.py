@@ -17,12 +17,17 @@ to requests), the loop
 A cgroup write that fails is logged and counted, never the end of the loop; the
 next period writes again. Every term of the decision is kept in :attr:`latest` for
 ``/metrics`` and ``/status``.
+
+:meth:`AdvisorLoop.configure` hands the loop new settings (and the reclaim on/off
+switch) from any thread; the next period decides with them, and the wait for the
+next snapshot after that uses the new period.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -35,6 +40,7 @@ from agent.sysadvisor.advisor import Advisor
 from agent.sysadvisor.types import SHARE_REGION, AdvisorInput, Plan, RegionInput, dedicated_region
 from katalyst.cgroup import CgroupDriver, CgroupError
 from katalyst.clock import Clock, first_of
+from katalyst.config.sysadvisor import AdvisorConfig
 from katalyst.cpuset import CPUSet
 from katalyst.qos import QoSLevel
 
@@ -208,7 +214,8 @@ class AdvisorLoop:
         self._reclaimed = reclaimed_cgroup
         self._clock = clock
         self._heartbeat = heartbeat
-        self._period = advisor.config.period_s
+        self._pending: tuple[AdvisorConfig, bool] | None = None
+        self._pending_lock = threading.Lock()
         self.latest: Decision | None = None
         """The last period's decision (None before the first)."""
         self.writes: Counter[tuple[str, str]] = Counter()
@@ -216,13 +223,57 @@ class AdvisorLoop:
         self._last_mode = "normal"
         self._resumed = False
 
+    @property
+    def config(self) -> AdvisorConfig:
+        """The settings in force (or those the next period takes up)."""
+        with self._pending_lock:
+            pending = self._pending
+        return pending[0] if pending is not None else self._advisor.config
+
+    @property
+    def reclaim_enabled(self) -> bool:
+        """Whether anything is lent (or will be from the next period)."""
+        with self._pending_lock:
+            pending = self._pending
+        return pending[1] if pending is not None else self._advisor.reclaim_enabled
+
+    def configure(self, config: AdvisorConfig, *, reclaim_enabled: bool = True) -> None:
+        """Decide with ``config`` from the next period on, lending nothing while
+        ``reclaim_enabled`` is false (see :meth:`Advisor.configure` for what the
+        controllers keep). Safe from any thread; a later call before that period
+        replaces an earlier one. Raises :class:`ConfigError` naming the field for
+        an invalid ``config``, changing nothing."""
+        config.check()
+        with self._pending_lock:
+            self._pending = (config, reclaim_enabled)
+
+    def _take_pending(self) -> None:
+        with self._pending_lock:
+            pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        config, enabled = pending
+        fresh = self._advisor.configure(config)
+        if enabled != self._advisor.reclaim_enabled:
+            log.info(
+                "sysadvisor: reclaim switched %s",
+                "on: the lend ramps up from the floor" if enabled else "off: nothing is lent",
+            )
+        self._advisor.reclaim_enabled = enabled
+        if fresh:
+            log.info(
+                "sysadvisor: new settings: the %s controllers start afresh (or are gone)",
+                ", ".join(fresh),
+            )
+
     async def run(self, stop: asyncio.Event) -> None:
         """One decision per metrics snapshot until ``stop`` is set."""
         snapshot: MetricsSnapshot | None = None
         while not stop.is_set():
+            period = self.config.period_s
             waiter = asyncio.ensure_future(self._metrics.next_snapshot(snapshot))
             # A snapshot, stop, or two periods without one (then a stale decision).
-            await first_of(waiter, stop, self._clock.sleep(2 * self._period))
+            await first_of(waiter, stop, self._clock.sleep(2 * period))
             if stop.is_set():
                 return
             failed = waiter.done() and not waiter.cancelled() and waiter.exception() is not None
@@ -232,12 +283,13 @@ class AdvisorLoop:
             elif failed:
                 # The metrics loop ended: decide on stale input once a period, not
                 # in a busy loop.
-                await first_of(stop, self._clock.sleep(self._period))
+                await first_of(stop, self._clock.sleep(period))
             await self.step(snapshot, fresh=fresh)
 
     async def step(self, snapshot: MetricsSnapshot | None, *, fresh: bool = True) -> Plan:
         """Decide from ``snapshot`` and apply; the plan."""
         started = time.perf_counter()
+        self._take_pending()
         cgroup = self._reclaimed()
         inp = build_input(
             snapshot,
@@ -252,11 +304,12 @@ class AdvisorLoop:
         await self._apply(plan, cgroup, memory_known=inp.fresh and inp.memory_allocatable > 0)
         self.latest = Decision(inp, plan, time.perf_counter() - started, cgroup)
         if plan.mode != self._last_mode:
+            if plan.mode == "disabled":
+                why = "reclaim switched off"
+            else:
+                why = ", ".join(plan.breaches) or f"{plan.stale_periods} stale periods"
             log.warning(
-                "sysadvisor: %s mode (%s); reclaimed CPU %.2f",
-                plan.mode,
-                ", ".join(plan.breaches) or f"{plan.stale_periods} stale periods",
-                plan.reclaim_cpus,
+                "sysadvisor: %s mode (%s); reclaimed CPU %.2f", plan.mode, why, plan.reclaim_cpus
             )
             self._last_mode = plan.mode
         if self._heartbeat is not None:

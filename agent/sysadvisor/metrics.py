@@ -14,7 +14,7 @@ from prometheus_client.registry import Collector
 
 from agent.sysadvisor.loop import CFS_PERIOD_US, AdvisorLoop
 
-MODES = ("normal", "degraded", "safety")
+MODES = ("normal", "degraded", "safety", "disabled")
 
 
 class AdvisorCollector(Collector):

@@ -56,6 +56,18 @@ class ErrorPid:
             time_fn=_no_clock,
         )
 
+    def retime(self, *, dt: float, limit: float) -> None:
+        """A new period and output bound from the next step on (a new configuration).
+
+        The integral keeps its value (it is in log-error seconds, whatever the
+        period) but is clamped to the new bound, as simple-pid clamps it on every
+        step; the derivative's memory of the last input stays meaningful too.
+        """
+        if dt <= 0 or limit <= 0:
+            raise ValueError(f"dt and limit must be > 0, got dt={dt!r}, limit={limit!r}")
+        self._dt = dt
+        self._pid.output_limits = (-limit, limit)
+
     def step(self, error: float, gains: Gains) -> PidStep:
         """Feed one period's error with these gains; the terms and the clamped output."""
         self._pid.tunings = (gains.kp, gains.ki, gains.kd)

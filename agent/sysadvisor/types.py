@@ -18,8 +18,9 @@ from katalyst.config.sysadvisor import IndicatorName
 RegionKind = Literal["share", "dedicated"]
 """``share``: the shared pool (one region); ``dedicated``: one dedicated_cores pod."""
 
-Mode = Literal["normal", "degraded", "safety"]
-"""How the plan was made: the PID controllers, the requests fallback, or the safety layer."""
+Mode = Literal["normal", "degraded", "safety", "disabled"]
+"""How the plan was made: the PID controllers, the requests fallback, the safety
+layer, or none of them (reclaim switched off by the dynamic configuration)."""
 
 Decision = Literal["controlled", "hold", "requests"]
 """How a region's requirement was made this period (see :class:`RegionPlan`)."""
@@ -210,7 +211,8 @@ class Plan:
     at: float
     """The input's ``at``."""
     mode: Mode
-    """``safety`` (breach or cool-down), else ``degraded`` (share on requests), else ``normal``."""
+    """``disabled`` (reclaim switched off: nothing lent), else ``safety`` (breach or
+    cool-down), else ``degraded`` (share on requests), else ``normal``."""
     requirements: Mapping[str, float]
     """Requirement per region name (cores)."""
     regions: tuple[RegionPlan, ...]

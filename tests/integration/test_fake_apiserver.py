@@ -21,7 +21,7 @@ from kubernetes.aio import client as aclient
 from kubernetes.aio import config as aconfig
 from kubernetes.aio import watch as awatch
 
-from tests.support.apiserver import FakeApiServer, PodJSON, pod_manifest
+from tests.support.apiserver import FakeApiServer, PodJSON, RecordedWrite, pod_manifest
 
 T = TypeVar("T")
 
@@ -251,7 +251,7 @@ async def test_get_and_not_found(api: FakeApiServer, core: aclient.CoreV1Api) ->
 
 async def test_an_unknown_path_is_a_404_status(core: aclient.CoreV1Api) -> None:
     with pytest.raises(aclient.ApiException) as caught:
-        await core.list_namespace()  # the fake serves pods only
+        await core.list_namespace()  # namespaces are not served
 
     assert caught.value.status == 404
     status = status_of(caught.value)
@@ -266,7 +266,7 @@ async def test_an_unserved_method_is_a_405_status(
     assert pod is not None
 
     with pytest.raises(aclient.ApiException) as caught:
-        await core.replace_namespaced_pod("a", "default", pod)  # the fake serves no PUT
+        await core.replace_namespaced_pod("a", "default", pod)  # pods take no PUT here
 
     assert caught.value.status == 405
     assert status_of(caught.value)["reason"] == "MethodNotAllowed"
@@ -372,6 +372,60 @@ async def test_the_typed_eviction_call_accepts_the_status_reply(
     reply = await core.create_namespaced_pod_eviction("a", "default", body)
 
     assert reply.kind == "Status"
+    assert api.pods() == []
+
+
+async def test_an_eviction_of_a_replaced_pod_is_a_precondition_conflict(
+    api: FakeApiServer, core: aclient.CoreV1Api
+) -> None:
+    created = api.create_pod(pod_manifest("a", uid="new-uid"))
+    body = aclient.V1Eviction.from_dict(
+        {
+            "apiVersion": "policy/v1",
+            "kind": "Eviction",
+            "metadata": {"name": "a", "namespace": "default"},
+            "deleteOptions": {"preconditions": {"uid": "old-uid"}},
+        }
+    )
+    assert body is not None
+
+    with pytest.raises(aclient.ApiException) as caught:
+        await core.create_namespaced_pod_eviction("a", "default", body)
+
+    assert caught.value.status == 409
+    status = status_of(caught.value)
+    assert status["reason"] == "Conflict"
+    assert status["message"] == (
+        'Operation cannot be fulfilled on pods "a": StorageError: invalid object, Code: 4, '
+        "Key: /registry/pods/default/a, ResourceVersion: 0, AdditionalErrorMsg: Precondition "
+        "failed: UID in precondition: old-uid, UID in object meta: new-uid"
+    )
+    assert api.get_pod("default", "a") == created
+    assert api.evictions == []
+    assert api.writes_to("pods", "a", namespace="default") == [
+        RecordedWrite("POST", "pods", "default", "a", "eviction", 409, False)
+    ]
+
+
+async def test_pod_delete_preconditions(api: FakeApiServer, core: aclient.CoreV1Api) -> None:
+    created = api.create_pod(pod_manifest("a"))
+    stale = aclient.V1DeleteOptions(preconditions=aclient.V1Preconditions(resource_version="1"))
+
+    with pytest.raises(aclient.ApiException) as caught:
+        await core.delete_namespaced_pod("a", "default", body=stale)
+    fresh = aclient.V1DeleteOptions(
+        preconditions=aclient.V1Preconditions(
+            resource_version=created["metadata"]["resourceVersion"]
+        )
+    )
+    deleted = await core.delete_namespaced_pod("a", "default", body=fresh)
+
+    assert caught.value.status == 409
+    assert (
+        "Precondition failed: ResourceVersion in precondition: 1"
+        in status_of(caught.value)["message"]
+    )
+    assert deleted.metadata is not None and deleted.metadata.name == "a"
     assert api.pods() == []
 
 
