@@ -97,6 +97,10 @@ def number(
     rule = "a finite number" + (" " + " and ".join(rules) if rules else "")
 
     def within(value: float) -> bool:
+        try:
+            value = float(value)
+        except OverflowError:  # an integer too large for a float
+            return False
         return (
             math.isfinite(value)
             and (above is None or value > above)

@@ -253,12 +253,26 @@ class AdvisorConfig:
         return config
 
 
+_HINTS: dict[type[object], dict[str, object]] = {}
+
+
+def _hints(cls: type[object]) -> dict[str, object]:
+    """The fields' resolved types, once per class (``get_type_hints`` costs about
+    1 ms a class, and a controller validates thousands of configs)."""
+    found = _HINTS.get(cls)
+    if found is None:
+        hints = typing.get_type_hints(cls)
+        found = {f.name: hints[f.name] for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        _HINTS[cls] = found
+    return found
+
+
 def _build(cls: type[object], default: object, raw: object, where: str) -> object:
     """``default`` with the values of ``raw`` (a mapping) put in, converted and type-checked."""
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    hints = _hints(cls)
+    names = set(hints)
     unknown = sorted(str(k) for k in raw if k not in names)
     if unknown:
         raise ConfigError(f"{where}.{unknown[0]}: unknown setting")
@@ -287,9 +301,13 @@ def _scalar(kind: object, value: object, where: str) -> object:
     if kind is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{where}: expected a number, got {type(value).__name__}")
-        if not math.isfinite(value):
+        try:
+            number = float(value)
+        except OverflowError:  # an integer too large for a float
+            raise ConfigError(f"{where}: must be finite") from None
+        if not math.isfinite(number):
             raise ConfigError(f"{where}: must be finite")
-        return float(value)
+        return number
     raise ConfigError(f"{where}: unsupported setting type")  # pragma: no cover - fields are typed
 
 

@@ -158,3 +158,8 @@ def test_every_field_documents_its_default() -> None:
             assert f.name in docs, f"{cls.__name__}.{f.name} has no docstring"
             if "section" not in f.metadata:
                 assert "default" in docs[f.name].lower(), f"{cls.__name__}.{f.name}"
+
+
+def test_an_integer_too_large_for_a_float_is_refused_by_name() -> None:
+    with pytest.raises(EvictionConfigError, match=r"^eviction\.evicting_grace_s: must be a finite"):
+        EvictionConfig.from_mapping({"evicting_grace_s": 10**400})

@@ -106,6 +106,7 @@ OFF = {"enabled": False}
         ({"limits": {"rampup": 1}}, "sysadvisor.limits.rampup: unknown setting"),
         ({"period_s": "1s"}, "sysadvisor.period_s: expected a number, got str"),
         ({"period_s": math.nan}, "sysadvisor.period_s: must be finite"),
+        ({"period_s": 10**400}, "sysadvisor.period_s: must be finite"),
         ({"period_s": 0}, "sysadvisor.period_s: must be in [0.01, 3600]"),
         ({"memory": []}, "sysadvisor.memory: expected a mapping, got list"),
         ({"memory": {"reserve_bytes": -1}}, "sysadvisor.memory.reserve_bytes: must be >= 0"),
