@@ -215,12 +215,13 @@ class NetClsClassifier:
         self._known.clear()
 
 
-def reset_classids(fs: CgroupFS, hier: Hierarchy, *, major: int) -> int:
-    """Write 0 to every ``net_cls.classid`` below ``hier`` whose major is ``major``
-    (the agent's: ``--cleanup`` after a restart, when the agent no longer knows
-    which cgroups it tagged); returns how many it reset."""
+def reset_classids(fs: CgroupFS, hier: Hierarchy, *, major: int, top: str | None = None) -> int:
+    """Write 0 to every ``net_cls.classid`` below ``top`` (a directory of ``hier``;
+    default its mountpoint) whose major is ``major`` (the agent's: ``--cleanup`` after
+    a restart, when the agent no longer knows which cgroups it tagged); returns how
+    many it reset. ``top`` keeps one agent's cleanup off another's pods."""
     reset = 0
-    stack = [hier.mountpoint]
+    stack = [top or hier.mountpoint]
     while stack:
         path = stack.pop()
         try:

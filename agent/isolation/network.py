@@ -77,6 +77,7 @@ __all__ = [
     "NetworkLoop",
     "ShapedInterface",
     "class_of",
+    "class_specs",
     "heracles_cap",
     "static_changes",
 ]
@@ -147,8 +148,9 @@ class CapDecision:
 
     cap_mbit: float
     """The reclaimed class's ceil from now on."""
-    target_mbit: float
-    """Heracles' cap for the measured traffic, before the ramp."""
+    target_mbit: float | None
+    """Heracles' cap for the measured traffic, before the ramp; None when this period
+    measured nothing (a baseline, or missing counters)."""
     service_mbit: float | None
     """The other classes' measured traffic; None when not measured this period."""
     mode: str
@@ -187,7 +189,7 @@ class CapController:
     def hold(self) -> CapDecision:
         """A period without a comparable reading that is not a missing one (the first
         reading of a new tree: only a baseline): the cap stays, nothing counts."""
-        return CapDecision(self.cap_mbit, self.cap_mbit, None, "normal")
+        return CapDecision(self.cap_mbit, None, None, "normal")
 
     def decide(self, service_mbit: float | None) -> CapDecision:
         cfg = self._config
@@ -195,8 +197,8 @@ class CapController:
             self._missing += 1
             if self._missing >= cfg.stale_periods:
                 self.cap_mbit = self.floor_mbit
-                return CapDecision(self.cap_mbit, self.floor_mbit, None, "degraded")
-            return CapDecision(self.cap_mbit, self.cap_mbit, None, "normal")
+                return CapDecision(self.cap_mbit, None, None, "degraded")
+            return CapDecision(self.cap_mbit, None, None, "normal")
         self._missing = 0
         service = max(0.0, service_mbit)
         target = heracles_cap(
@@ -211,6 +213,26 @@ class CapController:
         else:
             self.cap_mbit = min(target, self.cap_mbit + cfg.step_up_ratio * self.link_mbit)
         return CapDecision(self.cap_mbit, target, service, "normal")
+
+
+def class_specs(
+    link_mbit: float,
+    *,
+    guaranteed: Mapping[str, float],
+    cap_mbit: float,
+    config: NetworkConfig,
+) -> list[ClassSpec]:
+    """The leaf classes of one interface, in :data:`CLASSES` order: the system and
+    shared classes guaranteed their pods' bandwidth (at least ``min_class_ratio`` of
+    the link) and free to borrow up to the link; the reclaimed class guaranteed the
+    floor (never above the cap) and capped at ``cap_mbit``, lent to last."""
+    minimum = config.min_class_ratio * link_mbit
+    floor = min(config.reclaimed_floor_ratio * link_mbit, cap_mbit)
+    return [
+        ClassSpec(MINOR[SYSTEM], max(minimum, guaranteed.get(SYSTEM, 0.0)), link_mbit, 0),
+        ClassSpec(MINOR[SHARED], max(minimum, guaranteed.get(SHARED, 0.0)), link_mbit, 0),
+        ClassSpec(MINOR[RECLAIMED], max(floor, 0.001), max(cap_mbit, 0.001), RECLAIMED_PRIO),
+    ]
 
 
 # ---- one interface --------------------------------------------------------------------
@@ -407,17 +429,12 @@ class NetworkLoop:
             decision = (
                 state.controller.hold() if baseline_only else state.controller.decide(service)
             )
-            minimum = self._config.min_class_ratio * link
-            sys_rate = max(minimum, guaranteed.get(SYSTEM, 0.0))
-            shared_rate = max(minimum, guaranteed.get(SHARED, 0.0))
-            cap = decision.cap_mbit
-            floor = min(state.controller.floor_mbit, cap)
-            specs = [
-                ClassSpec(MINOR[SYSTEM], sys_rate, link, 0),
-                ClassSpec(MINOR[SHARED], shared_rate, link, 0),
-                ClassSpec(MINOR[RECLAIMED], max(floor, 0.001), max(cap, 0.001), RECLAIMED_PRIO),
-            ]
-            state.guaranteed_mbit = {SYSTEM: sys_rate, SHARED: shared_rate, RECLAIMED: floor}
+            specs = class_specs(
+                link, guaranteed=guaranteed, cap_mbit=decision.cap_mbit, config=self._config
+            )
+            state.guaranteed_mbit = {
+                name: spec.rate_mbit for name, spec in zip(CLASSES, specs, strict=True)
+            }
             if state.shaper.ensure(link, specs):
                 state.writes += 1
             if state.nft.ensure(rules):
@@ -594,7 +611,8 @@ class NetworkCollector(Collector):
                     through.add_metric([name, cls], s.throughput_mbit[cls])
             if s.last is not None:
                 cap.add_metric([name], s.last.cap_mbit)
-                target.add_metric([name], s.last.target_mbit)
+                if s.last.target_mbit is not None:
+                    target.add_metric([name], s.last.target_mbit)
                 degraded.add_metric([name], 1.0 if s.last.mode == "degraded" else 0.0)
                 if s.last.service_mbit is not None:
                     service.add_metric([name], s.last.service_mbit)

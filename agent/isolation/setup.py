@@ -268,7 +268,16 @@ def cleanup(network: NetworkConfig, *, driver: CgroupDriver, reclaimed: Sequence
             log.warning("cleanup: %s", exc)
     hier = find_net_cls(driver.fs)
     if hier is not None:
-        count = reset_classids(driver.fs, hier, major=HANDLE_MAJOR)
+        try:
+            top = NetClsClassifier(driver, hier).path_for("")
+        except CgroupError as exc:
+            log.warning("cleanup: net_cls: %s", exc)
+            top = None
+        count = (
+            reset_classids(driver.fs, hier, major=HANDLE_MAJOR, top=top)
+            if top is not None and driver.fs.is_dir(top)
+            else 0
+        )
         if count:
             done.append(f"reset {count} net_cls classid(s) below {hier.mountpoint}")
     lifted = 0

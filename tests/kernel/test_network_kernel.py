@@ -199,7 +199,13 @@ def test_reclaimed_sender_is_capped_and_the_cap_falls_when_the_service_sends(bed
 
 def test_the_tree_and_table_are_restored_and_cleanup_removes_everything(bed: Bed) -> None:
     pair = bed.pair
+    state = bed.loop.interfaces[0]
+    # Nothing sends: once the cap has ramped to its target, a period writes nothing
+    # (read-compare-write, the buckets included).
+    bed.until(lambda: state.last is not None and state.last.cap_mbit >= 0.9 * LINK_MBIT, "ramp")
+    before = state.writes
     bed.loop.step()
+    assert state.writes == before
     assert f"htb {HANDLE_MAJOR:x}:" in _root_qdisc(pair)
     assert TABLE in _nft_tables(pair)
     # Someone removes both: the next period puts them back.

@@ -291,6 +291,16 @@ def test_reset_classids_resets_only_the_agents_major(host: Host) -> None:
     assert reset_classids(fs, host.hier, major=HANDLE_MAJOR) == 0
 
 
+def test_reset_classids_below_a_top_leaves_other_agents_pods_alone(host: Host) -> None:
+    fs, net = host.fs, host.net_cls
+    for path in (f"{net}/mine/p", f"{net}/theirs/p"):
+        fs.make(path)
+        fs.write_text(f"{path}/net_cls.classid", str(RECLAIMED_ID))
+    assert reset_classids(fs, host.hier, major=HANDLE_MAJOR, top=f"{net}/mine") == 1
+    assert fs.classid(f"{net}/mine/p") == 0
+    assert fs.classid(f"{net}/theirs/p") == RECLAIMED_ID
+
+
 # ---- finding and mounting net_cls -------------------------------------------------------
 
 

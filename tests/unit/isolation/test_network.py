@@ -265,9 +265,9 @@ def test_the_cap_in_a_scripted_trace() -> None:
     # The services start sending 600 Mbit/s: down to 1000 - 600 - 60 at once.
     assert c.decide(600.0) == CapDecision(340.0, 340.0, 600.0, "normal")
     # Counters missing: the cap holds for stale_periods - 1 periods...
-    assert decide(c, [None, None]) == [CapDecision(340.0, 340.0, None, "normal")] * 2
+    assert decide(c, [None, None]) == [CapDecision(340.0, None, None, "normal")] * 2
     # ...and falls to the floor at the third, degraded until a reading comes.
-    assert decide(c, [None, None]) == [CapDecision(10.0, 10.0, None, "degraded")] * 2
+    assert decide(c, [None, None]) == [CapDecision(10.0, None, None, "degraded")] * 2
     # Recovery ramps up from the floor again.
     assert c.decide(100.0) == CapDecision(110.0, 850.0, 100.0, "normal")
     assert c.decide(100.0) == CapDecision(210.0, 850.0, 100.0, "normal")
@@ -282,7 +282,7 @@ def test_one_reading_resets_the_stale_count() -> None:
 def test_stale_after_one_period() -> None:
     c = CapController(NetworkConfig(stale_periods=1), LINK)
     c.decide(0.0)
-    assert c.decide(None) == CapDecision(10.0, 10.0, None, "degraded")
+    assert c.decide(None) == CapDecision(10.0, None, None, "degraded")
 
 
 def test_the_cap_stays_within_floor_and_link() -> None:
@@ -295,7 +295,7 @@ def test_the_cap_stays_within_floor_and_link() -> None:
 def test_a_reading_that_is_not_finite_counts_as_missing(bad: float) -> None:
     c = CapController(NetworkConfig(stale_periods=2), LINK)
     c.decide(0.0)
-    assert c.decide(bad) == CapDecision(110.0, 110.0, None, "normal")
+    assert c.decide(bad) == CapDecision(110.0, None, None, "normal")
     assert c.decide(bad).mode == "degraded"
 
 
@@ -432,7 +432,7 @@ def test_a_zero_floor_still_gives_htb_a_rate() -> None:
     loop, (shaper,), _ = make_loop(NetworkConfig(reclaimed_floor_ratio=0.0))
     loop.step()
     assert shaper.ensured[-1][1][2] == ClassSpec(MINOR[RECLAIMED], 0.001, 0.001, RECLAIMED_PRIO)
-    assert loop.interfaces[0].guaranteed_mbit[RECLAIMED] == 0.0
+    assert loop.interfaces[0].guaranteed_mbit[RECLAIMED] == 0.001  # the rate HTB holds
 
 
 def reclaimed_spec(shaper: FakeShaper) -> ClassSpec:
@@ -453,9 +453,9 @@ async def test_the_cap_follows_the_measured_traffic() -> None:
         return state.last
 
     loop.step()  # t=0: no tree yet, nothing to measure
-    assert state.last == CapDecision(10.0, 10.0, None, "normal")
+    assert state.last == CapDecision(10.0, None, None, "normal")
     # t=1: the classes are new, their counters have no earlier reading.
-    assert await period(system=100.0, shared=300.0) == CapDecision(10.0, 10.0, None, "normal")
+    assert await period(system=100.0, shared=300.0) == CapDecision(10.0, None, None, "normal")
     # t=2: 400 Mbit/s of services: target 1000 - 400 - 50, ramp from 10 by 100.
     assert await period(system=100.0, shared=300.0, reclaimed=10.0) == CapDecision(
         110.0, 550.0, 400.0, "normal"
