@@ -375,7 +375,8 @@ class Advisor:
         idle: bool,
     ) -> IndicatorTrace:
         indicator = self._config.indicators.get(name)
-        target = indicator.target_for(reclaimed_idle=idle)
+        # A service-level override (dynamic config) wins over the node's target.
+        target = region.targets.get(name) or indicator.target_for(reclaimed_idle=idle)
         # The usage ratio is taken against the requirement, not the cpuset: the
         # cpuset follows the requirement only through rounding and the lend's ramp,
         # and may span the whole allocatable pool when the reclaim pool is empty,

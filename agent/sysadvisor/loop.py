@@ -26,14 +26,21 @@ next snapshot after that uses the new period.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from agent.metaserver.metrics import ContainerSample, HeartbeatSink, MetricsLoop, MetricsSnapshot
+from agent.metaserver.metrics import (
+    ContainerRef,
+    ContainerSample,
+    HeartbeatSink,
+    MetricsLoop,
+    MetricsSnapshot,
+)
 from agent.qrm.cpu import CPUPolicy
 from agent.qrm.server import PluginServer
 from agent.sysadvisor.advisor import Advisor
@@ -58,12 +65,17 @@ def _allocatable(pools: Mapping[str, CPUSet]) -> CPUSet:
     return free.difference(reserve)
 
 
+ServiceTargets = Callable[[Sequence[ContainerRef]], Mapping[str, float]]
+"""A region's containers -> the indicator targets service-level overrides set for it."""
+
+
 def build_input(
     snapshot: MetricsSnapshot | None,
     *,
     pools: Mapping[str, CPUSet],
     fresh: bool,
     reclaimed_idle: bool = False,
+    service_targets: ServiceTargets | None = None,
 ) -> AdvisorInput:
     """One period's input: the share region, a region per dedicated pod, the node.
 
@@ -93,7 +105,12 @@ def build_input(
             members[region].append(sample)
     regions = []
     for name, samples in members.items():
-        regions.append(_region(name, kinds[name], cpus[name], samples))
+        built = _region(name, kinds[name], cpus[name], samples)
+        if service_targets is not None and samples:
+            targets = service_targets([s.ref for s in samples])
+            if targets:
+                built = dataclasses.replace(built, targets=dict(targets))
+        regions.append(built)
     memory = _memory_allocatable(snapshot)
     return AdvisorInput(
         at=snapshot.at if snapshot is not None else 0.0,
@@ -214,6 +231,9 @@ class AdvisorLoop:
         self._reclaimed = reclaimed_cgroup
         self._clock = clock
         self._heartbeat = heartbeat
+        self.service_targets: ServiceTargets | None = None
+        """Service-level indicator targets per region (the dynamic config sets it;
+        None: the configured targets everywhere)."""
         self._pending: tuple[AdvisorConfig, bool] | None = None
         self._pending_lock = threading.Lock()
         self.latest: Decision | None = None
@@ -296,6 +316,7 @@ class AdvisorLoop:
             pools=self._cpu.pools(),
             fresh=fresh,
             reclaimed_idle=self._is_idle(cgroup),
+            service_targets=self.service_targets,
         )
         if not self._resumed:
             self._resumed = True

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from katalyst.config.sysadvisor import IndicatorName
@@ -77,10 +77,20 @@ class RegionInput:
     """CPU PSI ``some avg10`` of the region's cgroups or of the node (percent, 0-100)."""
     memory_working_set: int | None = None
     """Memory working set: usage less inactive file pages (bytes)."""
+    targets: Mapping[str, float] = field(default_factory=dict)
+    """Indicator -> the target that service-level overrides set for this region (the
+    lowest, i.e. the most conservative, of the overrides matching its pods); the
+    configured targets apply to indicators not named here."""
 
     def __post_init__(self) -> None:
         if not self.name:
             raise ValueError("RegionInput.name: must not be empty")
+        for indicator, target in self.targets.items():
+            if not (math.isfinite(target) and target > 0):
+                raise ValueError(
+                    f"RegionInput({self.name}).targets[{indicator}]: must be a positive "
+                    f"number, got {target!r}"
+                )
         if self.kind not in ("share", "dedicated"):
             raise ValueError(f"RegionInput.kind: must be share or dedicated, got {self.kind!r}")
         _check_amount(f"RegionInput({self.name}).cpus", self.cpus)

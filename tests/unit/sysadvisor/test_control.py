@@ -273,3 +273,22 @@ def test_the_usage_target_is_higher_while_the_reclaimed_pods_run_sched_idle() ->
     assert Advisor(config()).advise(surge).mode == "normal"  # 1.1 < 1.125
     unset = config({"indicators": {"cpu_usage_ratio": {"target_reclaimed_idle": 0}}})
     assert Advisor(unset).advise(idle_input).requirements["share"] == pytest.approx(usage / 0.6)
+
+
+def test_a_service_level_target_wins_over_the_nodes_for_its_region() -> None:
+    advisor = Advisor(config(ONLY_USAGE))
+    overridden = dataclasses.replace(
+        share(3.0, requests=4.0, cpus=16.0), targets={"cpu_usage_ratio": 0.5}
+    )
+    plan = advisor.advise(node(overridden, alloc=16.0))
+    # kp 1 lands on usage / target in one period: 3.0 / 0.5 instead of 3.0 / 0.6.
+    assert plan.requirements["share"] == pytest.approx(3.0 / 0.5)
+    assert plan.trace[0].target == 0.5
+    # Without the override the node's target is back from the next period.
+    plan = advisor.advise(node(share(3.0, requests=6.0, cpus=16.0), alloc=16.0))
+    assert plan.trace[0].target == 0.6
+
+
+def test_a_service_target_must_be_positive() -> None:
+    with pytest.raises(ValueError, match=r"targets\[cpu_usage_ratio\]: must be a positive"):
+        dataclasses.replace(share(1.0), targets={"cpu_usage_ratio": 0.0})

@@ -5,7 +5,7 @@ cgroup (a file-faithful fake)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 
@@ -304,3 +304,21 @@ async def test_the_loop_tells_the_advisor_when_the_reclaimed_pods_run_sched_idle
     assert loop.latest.input.reclaimed_idle
     (usage,) = [t for t in plan.trace if t.indicator == "cpu_usage_ratio"]
     assert usage.target == 0.75
+
+
+def test_service_targets_are_asked_per_region_with_its_containers() -> None:
+    snap = snapshot(
+        sample("web", "shared_cores", cores=0.5),
+        sample("db", "dedicated_cores", uid="ded-1", cores=1.0),
+    )
+    asked: list[list[str]] = []
+
+    def targets(refs: Sequence[ContainerRef]) -> Mapping[str, float]:
+        asked.append(sorted(r.pod for r in refs))
+        return {"cpu_usage_ratio": 0.4} if any(r.pod == "web" for r in refs) else {}
+
+    inp = build_input(snap, pools=POOLS, fresh=True, service_targets=targets)
+    by_name = {r.name: r for r in inp.regions}
+    assert by_name["share"].targets == {"cpu_usage_ratio": 0.4}
+    assert by_name["dedicated/ded-1"].targets == {}
+    assert sorted(asked) == [["db"], ["web"]]
