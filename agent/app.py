@@ -25,11 +25,13 @@ from agent.cluster.metrics import ClusterCollector
 from agent.cluster.node import ClusterNode
 from agent.config import AgentConfig, Mode, load_config
 from agent.dynconfig import (
+    ClusterSource,
     DynamicConfigCollector,
     FolderSource,
     LayerCheckpoint,
     SettingsApplier,
 )
+from agent.dynconfig.sink import service_targets_hook
 from agent.errors import ConfigError
 from agent.eviction import (
     ApiServerEvictor,
@@ -51,9 +53,12 @@ from agent.isolation.setup import (
 )
 from agent.isolation.setup import cleanup as isolation_cleanup
 from agent.metaserver.apiserver import (
+    ApiClient,
+    ApiServerConfigClient,
     ApiServerError,
     ApiServerEvictionClient,
     ApiServerReportClient,
+    ObjectWatcher,
     PodWatcher,
     connect,
 )
@@ -91,6 +96,7 @@ from agent.sysadvisor.metrics import status as advisor_status
 from katalyst.cgroup import CgroupDriver, CgroupError, CgroupFS, HostCgroupFS, open_driver
 from katalyst.checkpoint import CheckpointStore
 from katalyst.clock import Clock, MonotonicClock, first_of
+from katalyst.dynconfig import CNC_GVR
 from katalyst.logsetup import configure_logging
 from katalyst.qos import PodView
 from katalyst.topology import CPUTopology, TopologyError, read_cpu_topology, read_numa_memory
@@ -371,23 +377,46 @@ async def _dynamic_config(
     registry: CollectorRegistry,
     status_parts: dict[str, Callable[[], Mapping[str, object]]],
     clock: Clock,
+    views: Callable[[], Iterable[PodView]],
+    advisor: AdvisorLoop | None,
+    api: ApiClient | None = None,
 ) -> tuple[tuple[str, _Loop], ...]:
-    """With ``--dynamic-config``: the folder source, its checkpoint restored and the
-    folder read once before the loops start (their first period uses the result)."""
-    if config.dynamic_config is None:
+    """The dynamic configuration's source, its checkpoint restored (and, for a folder,
+    the folder read once) before the loops start: their first period uses the result.
+
+    With ``--dynamic-config``: the folder (the operator's explicit choice, in any
+    mode). Else, with an API server (``api``): this node's CustomNodeConfig; the
+    checkpoint is applied first and nothing waits for the API server, whose watch
+    retries in the background. Else none."""
+    checkpoint = LayerCheckpoint(store.path("dynamic_config"))
+    source: FolderSource | ClusterSource
+    if config.dynamic_config is not None:
+        if not config.dynamic_config.is_dir():
+            raise StartupError(f"dynamic_config {config.dynamic_config}: not a directory")
+        source = FolderSource(
+            config.dynamic_config,
+            applier=applier,
+            node_name=config.node_name,
+            labels=config.node_labels,
+            clock=clock,
+            checkpoint=checkpoint,
+        )
+    elif api is not None:
+        source = ClusterSource(
+            feed=ObjectWatcher(api, resource=CNC_GVR, name=config.node_name, clock=clock),
+            reader=ApiServerConfigClient(api),
+            events=ApiServerEvictionClient(api),
+            applier=applier,
+            node_name=config.node_name,
+            clock=clock,
+            checkpoint=checkpoint,
+        )
+    else:
         return ()
-    if not config.dynamic_config.is_dir():
-        raise StartupError(f"dynamic_config {config.dynamic_config}: not a directory")
-    source = FolderSource(
-        config.dynamic_config,
-        applier=applier,
-        node_name=config.node_name,
-        labels=config.node_labels,
-        clock=clock,
-        checkpoint=LayerCheckpoint(store.path("dynamic_config")),
-    )
     registry.register(DynamicConfigCollector(source.record))
     status_parts["dynamic_config"] = source.record.status
+    if advisor is not None:
+        advisor.service_targets = service_targets_hook(lambda: source.service_overrides, views)
     await source.start()
     return (("dynamic-config", source),)
 
@@ -568,6 +597,8 @@ async def run(
                 registry=registry,
                 status_parts=status_parts,
                 clock=clock,
+                views=node.views,
+                advisor=next((c for c in controls if isinstance(c, AdvisorLoop)), None),
             )
             if node_ready is not None:
                 node_ready.set()
@@ -660,6 +691,9 @@ async def run(
                     registry=registry,
                     status_parts=status_parts,
                     clock=clock,
+                    views=cluster.views,
+                    advisor=advisor,
+                    api=watcher.api,
                 )
                 if node_ready is not None:
                     node_ready.set()

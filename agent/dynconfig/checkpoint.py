@@ -54,6 +54,7 @@ class LayerCheckpoint:
                     "hash": layer.hash,
                     "source": layer.source,
                     "config": _json(layer.config),
+                    "service_overrides": [_json(o) for o in layer.service_overrides],
                 }
                 for layer in layers
             ],
@@ -117,5 +118,17 @@ def _parse(data: Mapping[str, object]) -> tuple[list[Layer], float]:
             raise TypeError("a layer's name, level, hash and source must be strings")
         if not isinstance(config, dict):
             raise TypeError("a layer's config must be an object")
-        layers.append(Layer(name=name, level=level, hash=hash_, config=config, source=source))
+        overrides = item.get("service_overrides", [])
+        if not isinstance(overrides, list) or not all(isinstance(o, dict) for o in overrides):
+            raise TypeError("a layer's service_overrides must be a list of objects")
+        layers.append(
+            Layer(
+                name=name,
+                level=level,
+                hash=hash_,
+                config=config,
+                source=source,
+                service_overrides=tuple(overrides),
+            )
+        )
     return layers, float(applied_at)

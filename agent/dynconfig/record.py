@@ -1,5 +1,5 @@
 """What the dynamic configuration did, for ``/status`` and ``/metrics`` (any source:
-the standalone folder, later the node's CustomNodeConfig)."""
+the standalone folder or the node's CustomNodeConfig)."""
 
 from __future__ import annotations
 
@@ -36,6 +36,8 @@ class DynamicConfigRecord:
         self.last_error: str | None = None
         self.last_error_at: float | None = None
         self.expired: tuple[str, ...] = ()
+        self.fetches_total = 0
+        self.pending: str | None = None
 
     def applied(
         self,
@@ -55,12 +57,23 @@ class DynamicConfigRecord:
             self.last_applied_at = at
             self.last_changes = tuple(changes)
 
-    def refused(self, problems: Sequence[str], *, at: float) -> None:
-        """Configs were refused (one count each); the layers in force stay."""
+    def refused(self, problems: Sequence[str], *, at: float, counted: int | None = None) -> None:
+        """Configs were refused; the layers in force stay. ``problems`` become the last
+        error; ``counted`` of them are new refusals (all when None)."""
         with self._lock:
-            self.refusals_total += len(problems)
+            self.refusals_total += len(problems) if counted is None else counted
             self.last_error = "; ".join(problems)
             self.last_error_at = at
+
+    def fetched(self) -> None:
+        """A target config was read from the API server."""
+        with self._lock:
+            self.fetches_total += 1
+
+    def note_pending(self, why: str | None) -> None:
+        """Why the source's latest content is not applied yet (None: nothing waits)."""
+        with self._lock:
+            self.pending = why
 
     def clear_error(self) -> None:
         """The source's content is accepted as a whole again: no refusal stands."""
@@ -93,6 +106,8 @@ class DynamicConfigRecord:
                     "last_changes": list(self.last_changes),
                     "last_error": self.last_error,
                     "last_error_at": self.last_error_at,
+                    "pending": self.pending,
+                    "fetches_total": self.fetches_total,
                 }
             }
 
@@ -135,7 +150,12 @@ class DynamicConfigCollector(Collector):
             "1 while reclaimed pods may be lent capacity (reclaim.enabled)",
         )
         reclaim.add_metric([], 1.0 if status["reclaim_enabled"] else 0.0)
-        yield from (applied, refused, info, reclaim)
+        fetches = CounterMetricFamily(
+            "katalyst_dynamic_config_fetches",
+            "Target configs read from the API server (only those whose hash changed)",
+        )
+        fetches.add_metric([], float(status["fetches_total"]))
+        yield from (applied, refused, info, reclaim, fetches)
         if status["last_applied_at"] is not None:
             yield GaugeMetricFamily(
                 "katalyst_dynamic_config_last_applied_timestamp_seconds",

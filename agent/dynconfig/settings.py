@@ -7,19 +7,20 @@ An SRE's ``AdminQoSConfiguration`` carries a *partial* ``spec.config``::
     sysadvisor: {indicators: {cpu_usage_ratio: {target: 0.5}}}
 
 The node's layers (cluster-wide, node pool, named nodes: lowest precedence first)
-are merged field by field (:func:`merge_layers`), and the result over the agent's
-own ``--config`` sections gives one :class:`DynamicSettings`, validated by the same
-section checks as the file (:func:`from_layers`): a bad value raises
-:class:`DynamicConfigError` whose message names the field as the SRE wrote it
+are merged field by field and built over the agent's own ``--config`` sections by
+the library (:func:`katalyst.dynconfig.merge_layers`,
+:func:`katalyst.dynconfig.build_sections`: the controller validates with the very
+same code), giving one :class:`DynamicSettings` (:func:`from_layers`): a bad value
+raises :class:`~katalyst.dynconfig.DynamicConfigError` whose message names the
+field as the SRE wrote it
 (``spec.config.sysadvisor.indicators.cpu_usage_ratio.target: must be > 0``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from agent.config import AgentConfig
@@ -27,31 +28,23 @@ from katalyst.config.eviction import EvictionConfig
 from katalyst.config.io import IOConfig
 from katalyst.config.network import NetworkConfig
 from katalyst.config.sysadvisor import AdvisorConfig
-from katalyst.settings import ConfigError, describe
+from katalyst.dynconfig import DynamicConfigError, build_sections, merge_layers, spec_hash
 
 __all__ = [
-    "CONFIG_KEYS",
     "SECTIONS",
     "DynamicConfigError",
     "DynamicSettings",
     "Layer",
-    "canonical_hash",
     "changes",
     "from_layers",
-    "merge_layers",
+    "raw_overrides",
     "to_mapping",
 ]
 
 SECTIONS: tuple[str, ...] = ("sysadvisor", "eviction", "network", "io")
-"""The agent's ``--config`` sections a dynamic config may change."""
-CONFIG_KEYS: tuple[str, ...] = ("reclaim", *SECTIONS)
-"""The keys of ``spec.config``."""
+"""The agent's ``--config`` sections a dynamic config may change (besides ``reclaim``)."""
 WHERE = "spec.config"
 """The path of a layer in its object, the prefix of every message."""
-
-
-class DynamicConfigError(ConfigError):
-    """A dynamic config was refused; the message names the input and the rule."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,8 +81,9 @@ class DynamicSettings:
 
     @property
     def hash(self) -> str:
-        """:func:`canonical_hash` of :meth:`to_mapping`: equal settings, equal hashes."""
-        return canonical_hash(self.to_mapping())
+        """:func:`katalyst.dynconfig.spec_hash` of :meth:`to_mapping`: equal settings,
+        equal hashes (the same function hashes a config's spec everywhere)."""
+        return spec_hash(self.to_mapping())
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,47 +95,22 @@ class Layer:
     level: str
     """``cluster``, ``pool`` or ``named``."""
     hash: str
-    """The hash of the object's spec (:func:`canonical_hash`)."""
+    """The hash of the object's spec (:func:`katalyst.dynconfig.spec_hash`: what the
+    node's CustomNodeConfig lists)."""
     config: Mapping[str, object]
     """The object's ``spec.config`` as written (partial)."""
     source: str = ""
-    """Where it was read (a file), for messages; empty when not known."""
+    """Where it was read: a file, or the object's API path; empty when not known."""
+    service_overrides: tuple[Mapping[str, object], ...] = ()
+    """The object's ``spec.serviceOverrides`` as written (already validated)."""
 
 
-def canonical_hash(value: object) -> str:
-    """The first 16 hex digits of the sha256 of ``value``'s canonical JSON (sorted
-    keys, no whitespace, ASCII): the hash of a config's spec."""
-    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256(text.encode("ascii")).hexdigest()[:16]
-
-
-def merge_layers(layers: Sequence[Mapping[str, object]]) -> dict[str, object]:
-    """Field-level deep merge, lowest precedence first: mappings merge key by key,
-    any other value (a list too) replaces what is below it, and ``null`` removes the
-    key, so that the level below shows through.
-
-    The one place that defines the merge (``katalyst.dynconfig`` will hold the
-    shared one; swap it in here).
-    """
-
-    def merge(lower: Mapping[str, object], upper: Mapping[str, object]) -> dict[str, object]:
-        out = dict(lower)
-        for key, value in upper.items():
-            below = out.get(key)
-            if value is None:
-                out.pop(key, None)
-            elif isinstance(value, Mapping) and isinstance(below, Mapping):
-                out[key] = merge(below, value)
-            elif isinstance(value, Mapping):
-                out[key] = merge({}, value)  # drops the nulls of a new mapping
-            else:
-                out[key] = value
-        return out
-
-    merged: dict[str, object] = {}
-    for layer in layers:
-        merged = merge(merged, layer)
-    return merged
+def raw_overrides(spec: Mapping[str, object]) -> tuple[Mapping[str, object], ...]:
+    """``spec.serviceOverrides`` as written, for a layer (and its checkpoint)."""
+    raw = spec.get("serviceOverrides")
+    if not isinstance(raw, list):
+        return ()
+    return tuple(item for item in raw if isinstance(item, Mapping))
 
 
 def to_mapping(section: object) -> dict[str, object]:
@@ -160,14 +129,6 @@ def to_mapping(section: object) -> dict[str, object]:
     return out
 
 
-_LOADERS: Mapping[str, Callable[[Mapping[str, object], str], object]] = {
-    "sysadvisor": lambda m, where: AdvisorConfig.from_mapping(m, where=where),
-    "eviction": lambda m, where: EvictionConfig.from_mapping(m, where=where),
-    "network": lambda m, where: NetworkConfig.from_mapping(m, where=where),
-    "io": lambda m, where: IOConfig.from_mapping(m, where=where),
-}
-
-
 def from_layers(
     base: AgentConfig | DynamicSettings,
     layers: Sequence[Mapping[str, object]],
@@ -175,40 +136,21 @@ def from_layers(
     where: str = WHERE,
 ) -> DynamicSettings:
     """The settings of ``layers`` (partial ``spec.config`` mappings, lowest
-    precedence first) merged over ``base``'s sections, validated by the sections'
-    own checks. ``reclaim.enabled`` defaults to true. Raises
-    :class:`DynamicConfigError` naming the field (``where`` is the prefix of its
-    path) for an unknown key or a bad value."""
+    precedence first) merged over ``base``'s sections
+    (:func:`katalyst.dynconfig.merge_layers`, then
+    :func:`katalyst.dynconfig.build_sections` with ``base`` below), validated by the
+    sections' own checks. ``reclaim.enabled`` is ``base``'s unless a layer sets it.
+    Raises :class:`DynamicConfigError` naming the field (``where`` is the prefix of
+    its path) for an unknown section or key, a static key, or a bad value."""
     start = base if isinstance(base, DynamicSettings) else DynamicSettings.of(base)
-    overlay = merge_layers(layers)
-    unknown = sorted(str(k) for k in overlay if k not in CONFIG_KEYS)
-    if unknown:
-        raise DynamicConfigError(
-            f"{where}: unknown key {unknown[0]!r} (known: {', '.join(CONFIG_KEYS)})"
-        )
-    for key, value in overlay.items():
-        if not isinstance(value, Mapping):
-            raise DynamicConfigError(f"{where}.{key}: must be a mapping, got {describe(value)}")
-    reclaim = overlay.get("reclaim", {})
-    assert isinstance(reclaim, Mapping)
-    extra = sorted(str(k) for k in reclaim if k != "enabled")
-    if extra:
-        raise DynamicConfigError(f"{where}.reclaim: unknown key {extra[0]!r} (known: enabled)")
-    enabled = reclaim.get("enabled", start.reclaim_enabled)
-    if not isinstance(enabled, bool):
-        raise DynamicConfigError(
-            f"{where}.reclaim.enabled: must be true or false, got {describe(enabled)}"
-        )
-    sections: dict[str, object] = {}
-    for name in SECTIONS:
-        partial = overlay.get(name, {})
-        assert isinstance(partial, Mapping)
-        raw = merge_layers([to_mapping(getattr(start, name)), partial])
-        try:
-            sections[name] = _LOADERS[name](raw, f"{where}.{name}")
-        except ValueError as exc:
-            raise DynamicConfigError(str(exc)) from None
-    return DynamicSettings(reclaim_enabled=enabled, **sections)  # type: ignore[arg-type]
+    built = build_sections(merge_layers(layers), base=start.to_mapping(), where=where)
+    return DynamicSettings(
+        sysadvisor=built.sysadvisor,
+        eviction=built.eviction,
+        network=built.network,
+        io=built.io,
+        reclaim_enabled=built.reclaim.enabled,
+    )
 
 
 def changes(old: DynamicSettings, new: DynamicSettings) -> list[str]:

@@ -1,16 +1,20 @@
-"""The node's pods as the API server knows them: list, then watch (ORM mode's pod source).
+"""The agent's API-server traffic: list-watches, a GET of a custom object, and writes.
 
 This is the only module of the agent that imports the ``kubernetes`` client; an
 import-linter contract keeps it that way, so that the agent's API-server traffic
 has one place to be read, rate-limited and tested.
 
-:class:`PodWatcher` keeps ``pods`` (UID -> the pod's wire JSON) in step with the
-API server for the pods bound to this node: one list with the field selector
-``spec.nodeName=<node>``, then a watch from the list's ``resourceVersion``; a watch
-that ends (server timeout, dropped connection) resumes from the last version
-seen, and one the server answers with 410 Gone (that version left its watch
-cache) lists again. Failures back off exponentially with jitter, capped, so
-that thousands of agents do not hammer a recovering API server in step.
+:class:`ListWatch` keeps a local view of one collection in step with the API
+server: one list, then a watch from the list's ``resourceVersion``; a watch that
+ends (server timeout, dropped connection) resumes from the last version seen, and
+one the server answers with 410 Gone (that version left its watch cache) lists
+again. Failures back off exponentially with jitter, capped, so that thousands of
+agents do not hammer a recovering API server in step. Two views are built on it:
+
+* :class:`PodWatcher` (ORM mode's pod source): ``pods`` (UID -> the pod's wire
+  JSON) for the pods bound to this node (field selector ``spec.nodeName=<node>``);
+* :class:`ObjectWatcher`: one cluster-scoped custom object by name (field selector
+  ``metadata.name=<name>``), e.g. this node's ``CustomNodeConfig``.
 
 The loop is written here on the client's raw calls rather than with
 ``kubernetes.aio.watch.Watch`` or ``kubernetes.informer.SharedInformer``: the
@@ -37,13 +41,20 @@ from kubernetes.aio import client as k8s_client
 from kubernetes.aio import config as k8s_config
 
 from katalyst.clock import Clock, first_of
+from katalyst.dynconfig import GroupVersionResource
 
 log = logging.getLogger(__name__)
 
-RawPod = Mapping[str, Any]
-"""A pod as the API server sends it (decoded JSON, camelCase keys)."""
+ApiClient = k8s_client.ApiClient
+"""The official client's connection (``connect`` makes one); other modules name its
+type through this alias, so that only this module imports ``kubernetes``."""
 
-#: A watch line longer than this is a broken stream, not a pod (etcd's own limit is 1.5 MiB).
+RawObject = Mapping[str, Any]
+"""An object as the API server sends it (decoded JSON, camelCase keys)."""
+RawPod = RawObject
+"""A pod as the API server sends it."""
+
+#: A watch line longer than this is a broken stream, not an object (etcd's own limit is 1.5 MiB).
 MAX_EVENT_BYTES = 16 * 1024 * 1024
 HTTP_GONE = 410
 
@@ -58,7 +69,7 @@ class _Expired(Exception):
 
 @dataclass(frozen=True, slots=True)
 class WatchSettings:
-    """How the pod list-watch behaves."""
+    """How a list-watch behaves."""
 
     watch_timeout_s: int = 300
     """Server-side timeout of one watch request, seconds (the client-go default range)."""
@@ -99,42 +110,52 @@ async def connect(kubeconfig: Path | None) -> k8s_client.ApiClient:
     return k8s_client.ApiClient(configuration)
 
 
-def _uid(pod: RawPod) -> str | None:
+def _uid(pod: RawObject) -> str | None:
     meta = pod.get("metadata")
     uid = meta.get("uid") if isinstance(meta, Mapping) else None
     return uid if isinstance(uid, str) and uid else None
 
 
-def _node_of(pod: RawPod) -> str | None:
+def _name(obj: RawObject) -> str | None:
+    meta = obj.get("metadata")
+    name = meta.get("name") if isinstance(meta, Mapping) else None
+    return name if isinstance(name, str) else None
+
+
+def _node_of(pod: RawObject) -> str | None:
     spec = pod.get("spec")
     node = spec.get("nodeName") if isinstance(spec, Mapping) else None
     return node if isinstance(node, str) else None
 
 
-class PodWatcher:
-    """This node's pods, kept in step with the API server; see the module docstring."""
+class ListWatch:
+    """One collection kept in step with the API server; see the module docstring.
+
+    A subclass says what to request (:meth:`_request`, given the list or watch
+    parameters) and keeps what it hears: :meth:`_listed` gets a whole list,
+    :meth:`_observed` one ADDED, MODIFIED or DELETED object; both set
+    :attr:`changed` when the view changed. ``what`` names the collection in logs.
+    """
+
+    what = "object"
 
     def __init__(
         self,
         api: k8s_client.ApiClient,
         *,
-        node_name: str,
         clock: Clock,
         settings: WatchSettings | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self._api = api
-        self._core = k8s_client.CoreV1Api(api)
-        self._node = node_name
         self._clock = clock
         self._settings = settings or WatchSettings()
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
-        self._pods: dict[str, RawPod] = {}
         self._version: str | None = None
         self.synced = asyncio.Event()
-        """Set once the first list has arrived; ``pods`` is meaningful from then on."""
+        """Set once the first list has arrived; the view is meaningful from then on."""
         self.changed = asyncio.Event()
-        """Set whenever ``pods`` changes; the consumer clears it before it reads."""
+        """Set whenever the view changes; the consumer clears it before it reads."""
         self.failures = 0
         """Failed requests in a row (0 while the watch is healthy)."""
         self.lists = 0
@@ -145,16 +166,6 @@ class PodWatcher:
         """The client this watch uses (other API-server calls of the agent share it)."""
         return self._api
 
-    @property
-    def field_selector(self) -> str:
-        """The selector of this node's pods."""
-        return f"spec.nodeName={self._node}"
-
-    @property
-    def pods(self) -> Mapping[str, RawPod]:
-        """UID -> the pod's JSON, for the pods bound to this node."""
-        return self._pods
-
     async def run(self, stop: asyncio.Event) -> None:
         """List and watch until ``stop`` is set."""
         while not stop.is_set():
@@ -163,7 +174,7 @@ class PodWatcher:
                     await self._list()
                 await self._watch(stop)
             except _Expired as exc:
-                log.info("pod watch expired (%s); listing again", exc)
+                log.info("%s watch expired (%s); listing again", self.what, exc)
                 self._version = None
             except (
                 TimeoutError,
@@ -176,7 +187,8 @@ class PodWatcher:
                 self.failures += 1
                 delay = self._backoff()
                 log.warning(
-                    "API server: pod %s failed (%s); retrying in %.1f s",
+                    "API server: %s %s failed (%s); retrying in %.1f s",
+                    self.what,
                     "list" if self._version is None else "watch",
                     _describe(exc),
                     delay,
@@ -189,10 +201,25 @@ class PodWatcher:
         # "Full jitter" halves the expected delay but spreads a fleet's retries.
         return cap / 2 + self._rng.uniform(0, cap / 2)
 
+    # ---- what a subclass says ------------------------------------------------------
+
+    async def _request(self, **params: Any) -> aiohttp.ClientResponse:
+        """The list (or, with ``watch=True``, watch) request of the collection, sent
+        with ``params`` through a generated ``*_without_preload_content`` method."""
+        raise NotImplementedError
+
+    def _listed(self, items: list[RawObject]) -> None:
+        """A whole list arrived: replace the view."""
+        raise NotImplementedError
+
+    def _observed(self, kind: str, obj: RawObject) -> None:
+        """One watch event (``ADDED``, ``MODIFIED``, ``DELETED``, or an unknown type)."""
+        raise NotImplementedError
+
+    # ---- the machinery -------------------------------------------------------------
+
     async def _list(self) -> None:
-        resp = await self._core.list_pod_for_all_namespaces_without_preload_content(
-            field_selector=self.field_selector, _request_timeout=self._settings.request_timeout_s
-        )
+        resp = await self._request(_request_timeout=self._settings.request_timeout_s)
         try:
             body = await _json_body(resp)
         finally:
@@ -201,20 +228,11 @@ class PodWatcher:
         meta = body.get("metadata")
         version = meta.get("resourceVersion") if isinstance(meta, Mapping) else None
         if not isinstance(items, list) or not isinstance(version, str):
-            raise ApiServerError("pod list without items or metadata.resourceVersion")
-        pods: dict[str, RawPod] = {}
-        for item in items:
-            if isinstance(item, Mapping) and (uid := _uid(item)) and _node_of(item) == self._node:
-                pods[uid] = item
-        if pods != self._pods:
-            self._pods = pods
-            self.changed.set()
+            raise ApiServerError(f"{self.what} list without items or metadata.resourceVersion")
+        self._listed([item for item in items if isinstance(item, Mapping)])
         self._version = version
         self.lists += 1
         self.failures = 0
-        log.info(
-            "API server: %d pods on node %s (resourceVersion %s)", len(pods), self._node, version
-        )
         self.synced.set()
 
     async def _watch(self, stop: asyncio.Event) -> None:
@@ -222,8 +240,7 @@ class PodWatcher:
         # The client takes one total timeout (aiohttp's ClientTimeout(total=...)):
         # the server ends the watch after timeoutSeconds, so a watch still open well
         # past it is a dead connection.
-        resp = await self._core.list_pod_for_all_namespaces_without_preload_content(
-            field_selector=self.field_selector,
+        resp = await self._request(
             watch=True,
             allow_watch_bookmarks=True,
             resource_version=self._version,
@@ -280,6 +297,56 @@ class PodWatcher:
             if isinstance(version, str):
                 self._version = version
             return
+        self._observed(str(kind), obj)
+        if isinstance(version, str):
+            self._version = version
+
+
+class PodWatcher(ListWatch):
+    """This node's pods, kept in step with the API server; see the module docstring."""
+
+    what = "pod"
+
+    def __init__(
+        self,
+        api: k8s_client.ApiClient,
+        *,
+        node_name: str,
+        clock: Clock,
+        settings: WatchSettings | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        super().__init__(api, clock=clock, settings=settings, rng=rng)
+        self._core = k8s_client.CoreV1Api(api)
+        self._node = node_name
+        self._pods: dict[str, RawPod] = {}
+
+    @property
+    def field_selector(self) -> str:
+        """The selector of this node's pods."""
+        return f"spec.nodeName={self._node}"
+
+    @property
+    def pods(self) -> Mapping[str, RawPod]:
+        """UID -> the pod's JSON, for the pods bound to this node."""
+        return self._pods
+
+    async def _request(self, **params: Any) -> aiohttp.ClientResponse:
+        return await self._core.list_pod_for_all_namespaces_without_preload_content(
+            field_selector=self.field_selector, **params
+        )
+
+    def _listed(self, items: list[RawObject]) -> None:
+        pods: dict[str, RawPod] = {}
+        for item in items:
+            if (uid := _uid(item)) and _node_of(item) == self._node:
+                pods[uid] = item
+        if pods != self._pods:
+            self._pods = pods
+            self.changed.set()
+        log.info("API server: %d pods on node %s", len(pods), self._node)
+
+    def _observed(self, kind: str, obj: RawObject) -> None:
         uid = _uid(obj)
         if uid is None:
             log.warning("watch event %s for a pod without metadata.uid, ignored", kind)
@@ -294,8 +361,59 @@ class PodWatcher:
             self.changed.set()
         else:
             log.warning("watch event of unknown type %r, ignored", kind)
-        if isinstance(version, str):
-            self._version = version
+
+
+class ObjectWatcher(ListWatch):
+    """One cluster-scoped custom object, by name, kept in step with the API server
+    (list and watch with the field selector ``metadata.name=<name>``, which
+    apiextensions serves for every custom resource). :attr:`object` is None while
+    the object does not exist."""
+
+    def __init__(
+        self,
+        api: k8s_client.ApiClient,
+        *,
+        resource: GroupVersionResource,
+        name: str,
+        clock: Clock,
+        settings: WatchSettings | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        super().__init__(api, clock=clock, settings=settings, rng=rng)
+        self._custom = k8s_client.CustomObjectsApi(api)
+        self._resource = resource
+        self._name = name
+        self.what = f"{resource.resource} {name}"
+        self.object: RawObject | None = None
+        """The object as last seen; None before the first list or while it is absent."""
+
+    @property
+    def field_selector(self) -> str:
+        return f"metadata.name={self._name}"
+
+    async def _request(self, **params: Any) -> aiohttp.ClientResponse:
+        r = self._resource
+        return await self._custom.list_cluster_custom_object_without_preload_content(
+            r.group, r.version, r.resource, field_selector=self.field_selector, **params
+        )
+
+    def _set(self, obj: RawObject | None) -> None:
+        if obj != self.object:
+            self.object = obj
+            self.changed.set()
+
+    def _listed(self, items: list[RawObject]) -> None:
+        self._set(next((item for item in items if _name(item) == self._name), None))
+
+    def _observed(self, kind: str, obj: RawObject) -> None:
+        if _name(obj) != self._name:
+            return  # a proxy that dropped the selector: not ours
+        if kind == "DELETED":
+            self._set(None)
+        elif kind in ("ADDED", "MODIFIED"):
+            self._set(obj)
+        else:
+            log.warning("watch event of unknown type %r, ignored", kind)
 
 
 async def _json_body(resp: aiohttp.ClientResponse) -> Mapping[str, Any]:
@@ -442,18 +560,13 @@ class ApiServerReportClient:
 
     async def get_cnr(self, name: str) -> dict[str, Any] | None:
         """GET the CNR ``name``: the object, None on 404, ``ConnectionError`` otherwise."""
-        status, text = await self._call("GET", _CNR_PATH + "/{name}", {"name": name})
-        if status == 404:
-            return None
-        if not 200 <= status < 300:
-            raise ConnectionError(f"CNR {name}: HTTP {status}: {text[:200]}")
-        try:
-            body = json.loads(text)
-        except ValueError as exc:
-            raise ConnectionError(f"CNR {name}: the API server sent no JSON: {exc}") from exc
-        if not isinstance(body, dict):
-            raise ConnectionError(f"CNR {name}: expected a JSON object, got {text[:80]!r}")
-        return body
+        return await _get_object(
+            self._api,
+            _CNR_PATH + "/{name}",
+            {"name": name},
+            what=f"CNR {name}",
+            timeout=self._timeout,
+        )
 
     async def create_cnr(self, body: Mapping[str, Any]) -> int:
         """POST a CNR; the HTTP status."""
@@ -482,5 +595,62 @@ class ApiServerReportClient:
             path_params,
             body,
             content_type=content_type,
+            timeout=self._timeout,
+        )
+
+
+async def _get_object(
+    api: k8s_client.ApiClient,
+    path: str,
+    path_params: Mapping[str, str],
+    *,
+    what: str,
+    timeout: float,
+) -> dict[str, Any] | None:
+    """GET one object: its JSON, None on 404, ``ConnectionError`` for any other
+    answer (or none)."""
+    status, text = await _raw_request(
+        api, "GET", path, path_params, None, content_type=None, timeout=timeout
+    )
+    if status == 404:
+        return None
+    if not 200 <= status < 300:
+        raise ConnectionError(f"{what}: HTTP {status}: {text[:200]}")
+    try:
+        body = json.loads(text)
+    except ValueError as exc:
+        raise ConnectionError(f"{what}: the API server sent no JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise ConnectionError(f"{what}: expected a JSON object, got {text[:80]!r}")
+    return body
+
+
+class ApiServerConfigClient:
+    """The dynamic configuration's read: GET a target config object (any custom
+    resource, by group, version, plural, namespace and name) as its wire JSON.
+
+    On the client's raw calls, as :class:`ApiServerReportClient` is: a target kind
+    has no generated model, and the agent hashes and parses the JSON itself."""
+
+    def __init__(self, api: k8s_client.ApiClient, *, request_timeout_s: float = 30.0) -> None:
+        self._api = api
+        self._timeout = request_timeout_s
+
+    async def get_object(
+        self, resource: GroupVersionResource, namespace: str, name: str
+    ) -> dict[str, Any] | None:
+        """GET the object: its JSON, None on 404 (it does not exist, or its kind is not
+        served), ``ConnectionError`` for any other answer or none."""
+        r = resource
+        root = "/apis/{group}/{version}" if r.group else "/api/{version}"
+        scope = "/namespaces/{namespace}" if namespace else ""
+        params = {"group": r.group, "version": r.version, "namespace": namespace}
+        params.update(plural=r.resource, name=name)
+        what = f"{r.resource}.{r.group} {namespace}/{name}" if namespace else f"{r.resource} {name}"
+        return await _get_object(
+            self._api,
+            root + scope + "/{plural}/{name}",
+            {k: v for k, v in params.items() if v},
+            what=what,
             timeout=self._timeout,
         )

@@ -56,6 +56,7 @@ from katalyst.dynconfig.model import (
     parse_label_selector,
     parse_node,
     parse_selector,
+    parse_service_overrides,
     parse_target,
     parse_timestamp,
 )
@@ -132,6 +133,7 @@ __all__ = [
     "parse_label_selector",
     "parse_node",
     "parse_selector",
+    "parse_service_overrides",
     "parse_target",
     "parse_timestamp",
     "resolve",

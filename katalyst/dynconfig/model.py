@@ -766,8 +766,22 @@ class ServiceOverride:
         return out
 
 
-def _service_overrides(raw: object) -> tuple[ServiceOverride, ...]:
-    where = "spec.serviceOverrides"
+def parse_service_overrides(
+    raw: object, *, where: str = "spec.serviceOverrides"
+) -> tuple[ServiceOverride, ...]:
+    """``spec.serviceOverrides`` as written (a list of mappings); :class:`ParseError`
+    naming the field, never anything else."""
+    try:
+        return _service_overrides(raw, where=where)
+    except ParseError:
+        raise
+    except (TypeError, ValueError) as exc:  # pragma: no cover - the parsers name fields
+        raise ParseError(where, str(exc)) from None
+
+
+def _service_overrides(
+    raw: object, *, where: str = "spec.serviceOverrides"
+) -> tuple[ServiceOverride, ...]:
     if raw is None:
         return ()
     if not isinstance(raw, list | tuple):

@@ -64,10 +64,11 @@ class Agent:
         self.metrics: dict[str, float] = {}
 
     async def refresh(self) -> None:
-        async with self._session.get(f"http://{self._address}/status") as response:
-            self.status = json.loads(await response.text())
+        # /metrics first: a condition met on /metrics holds on the /status read after it.
         async with self._session.get(f"http://{self._address}/metrics") as response:
             text = await response.text()
+        async with self._session.get(f"http://{self._address}/status") as response:
+            self.status = json.loads(await response.text())
         self.metrics = {
             s.name: s.value
             for family in text_string_to_metric_families(text)

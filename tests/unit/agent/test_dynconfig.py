@@ -19,13 +19,13 @@ from agent.dynconfig import (
     SettingsApplier,
     changes,
     from_layers,
-    merge_layers,
 )
+from agent.dynconfig.sink import service_targets_hook
 from agent.errors import ConfigError
 from agent.eviction import EvictionManager, build_plugins
 from agent.isolation.io_loop import BlockDevices, IOLoop
 from agent.isolation.network import InterfaceConfig, NetworkConfig
-from agent.metaserver.metrics import MetricsCollector, MetricsLoop
+from agent.metaserver.metrics import ContainerRef, MetricsCollector, MetricsLoop
 from agent.observability import Heartbeat
 from agent.qrm.cpu import CPUPolicy
 from agent.qrm.server import PluginServer
@@ -38,6 +38,8 @@ from katalyst.clock import FakeClock
 from katalyst.config.eviction import EvictionConfig
 from katalyst.config.io import IOConfig
 from katalyst.cpuset import CPUSet
+from katalyst.dynconfig import merge_layers, parse_service_overrides, spec_hash
+from katalyst.qos import PodView
 from katalyst.topology import read_cpu_topology
 from tests.unit.isolation.test_network import make_loop as make_network_loop
 from tests.unit.qrm.cpu.machines import write_flat_machine
@@ -87,7 +89,11 @@ def test_no_layer_is_the_agent_s_own_settings() -> None:
         ({"network": {"headroom_ratio": 2}}, "spec.config.network.headroom_ratio"),
         ({"reclaim": {"enabled": "yes"}}, "spec.config.reclaim.enabled: must be true or false"),
         ({"reclaim": {"on": True}}, "spec.config.reclaim: unknown key 'on'"),
-        ({"sysadvisr": {}}, "spec.config: unknown key 'sysadvisr'"),
+        ({"sysadvisr": {}}, "spec.config.sysadvisr: unknown section"),
+        (
+            {"network": {"interfaces": [{"name": "eth1"}]}},
+            "spec.config.network.interfaces: not allowed in a dynamic config",
+        ),
         ({"eviction": [1]}, "spec.config.eviction: must be a mapping"),
         (
             {"sysadvisor": {"indicators": {"cpu_fast": {"target": 1}}}},
@@ -121,6 +127,8 @@ def test_changes_name_every_setting_that_differs() -> None:
     assert changes(new, new) == []
     assert base.hash != new.hash
     assert base.hash == DynamicSettings.of(AgentConfig()).hash
+    # The library's hash, as the controller computes it for a spec.
+    assert new.hash == spec_hash(new.to_mapping())
 
 
 # ---- the applier ------------------------------------------------------------------------
@@ -300,7 +308,21 @@ def test_the_checkpoint_file_is_plain_json(tmp_path: Path) -> None:
         "hash": "aaaa",
         "source": "c.yaml",
         "config": {"reclaim": {"enabled": False}},
+        "service_overrides": [],
     }
+
+
+def test_service_overrides_survive_the_checkpoint(tmp_path: Path) -> None:
+    override = {
+        "namespace": "default",
+        "selector": {"matchLabels": {"app": "web"}},
+        "indicators": {"cpu_usage_ratio": {"target": 0.5}},
+    }
+    layer = dataclasses.replace(LAYERS[0], service_overrides=(override,))
+    checkpoint = LayerCheckpoint(tmp_path / "dynamic_config")
+    checkpoint.save([layer], applied_at=2.0)
+    loaded = checkpoint.load()
+    assert loaded is not None and loaded[0][0].service_overrides == (override,)
 
 
 # ---- the flags ------------------------------------------------------------------------
@@ -338,3 +360,49 @@ def test_eviction_section_of_a_layer_keeps_the_base_where_unnamed() -> None:
     got = from_layers(base, [{"eviction": {"memory_pressure": {"consecutive_samples": 9}}}])
     assert got.eviction.retry_after_s == 5.0
     assert got.eviction.memory_pressure.consecutive_samples == 9
+
+
+def _pod(uid: str, namespace: str, labels: dict[str, str]) -> PodView:
+    return PodView.from_dict(
+        {
+            "metadata": {"uid": uid, "name": f"p-{uid}", "namespace": namespace, "labels": labels},
+            "spec": {"containers": [{"name": "c"}]},
+        }
+    )
+
+
+def test_the_advisors_hook_takes_the_lowest_service_target_of_a_regions_pods() -> None:
+    overrides = parse_service_overrides(
+        [
+            {
+                "namespace": "default",
+                "selector": {"matchLabels": {"app": "web"}},
+                "indicators": {"cpu_usage_ratio": {"target": 0.5}},
+            },
+            {
+                "namespace": "default",
+                "selector": {"matchLabels": {"tier": "gold"}},
+                "indicators": {
+                    "cpu_usage_ratio": {"target": 0.4},
+                    "cpu_sched_wait": {"target": 200},
+                },
+            },
+        ]
+    )
+    pods = [
+        _pod("a", "default", {"app": "web"}),
+        _pod("b", "default", {"tier": "gold"}),
+        _pod("c", "other", {"app": "web"}),  # another namespace: no override
+    ]
+    hook = service_targets_hook(lambda: overrides, lambda: pods)
+
+    def refs(*uids: str) -> list[ContainerRef]:
+        return [
+            ContainerRef("default", f"p-{u}", "c", "shared_cores", f"{u}/c", pod_uid=u)
+            for u in uids
+        ]
+
+    assert hook(refs("a")) == {"cpu_usage_ratio": 0.5}
+    assert hook(refs("a", "b")) == {"cpu_usage_ratio": 0.4, "cpu_sched_wait": 200.0}
+    assert hook(refs("c", "gone")) == {}
+    assert service_targets_hook(lambda: (), lambda: pods)(refs("a")) == {}

@@ -1,6 +1,7 @@
 """The standalone dynamic configuration: AdminQoSConfiguration objects read from a
-folder, resolved for this node (cluster < node pool < named nodes), applied, and
-refused (naming the file and the field) while the last good settings stay."""
+folder, resolved for this node by the library (cluster < node pool < named nodes),
+applied, and refused (naming the file and the field) while the last good settings
+stay."""
 
 from __future__ import annotations
 
@@ -20,16 +21,11 @@ from agent.dynconfig import (
     FolderSource,
     LayerCheckpoint,
     SettingsApplier,
-)
-from agent.dynconfig.objects import (
-    AllowedKeys,
-    TargetConfig,
-    parse_document,
-    parse_duration,
-    parse_selector,
-    resolve,
+    read_document,
 )
 from katalyst.clock import FakeClock
+from katalyst.config.io import IOConfig
+from katalyst.dynconfig import KCC, TargetConfig, spec_hash
 
 NOW = 1_700_000_000.0  # FakeClock's wall time at 0
 
@@ -58,89 +54,158 @@ NAMED = aqc(
 )
 
 
-def parse(text: str, *, base: AgentConfig | None = None) -> TargetConfig | AllowedKeys:
-    parsed = parse_document(
-        yaml.safe_load(text), source="f.yaml", base=base or AgentConfig(), mtime=NOW
-    )
+def parse(text: str) -> TargetConfig | KCC:
+    parsed = read_document(yaml.safe_load(text), source="f.yaml", mtime=NOW)
     assert parsed is not None
     return parsed
+
+
+async def resolved(
+    folder: Path,
+    documents: list[str],
+    *,
+    node: str = "node-a",
+    labels: dict[str, str] | None = None,
+    clock: FakeClock | None = None,
+) -> FolderSource:
+    """A folder source over ``documents`` (one file), polled once."""
+    folder.mkdir(exist_ok=True)
+    (folder / "f.yaml").write_text("---\n".join(documents))
+    src = source(folder, node=node, labels=labels, clock=clock)
+    await src.poll()
+    return src
+
+
+def names(src: FolderSource) -> list[tuple[str, str]]:
+    return [(x.level, x.name) for x in src.layers]
 
 
 # ---- objects and resolution ---------------------------------------------------------------
 
 
-def test_levels_resolve_cluster_then_pool_then_named() -> None:
-    objects = [parse(CLUSTER), parse(POOL), parse(NAMED)]
-    got = resolve(objects, node_name="node-a", labels={"node-pool": "batch"}, now=NOW + 60)
-    assert [(x.level, x.name) for x in got.layers] == [
+def test_a_document_is_parsed_by_the_library_with_the_folder_s_defaults() -> None:
+    got = parse(aqc("p", "nodeLabelSelector: node-pool=batch\npriority: 1", namespace="ops"))
+    assert isinstance(got, TargetConfig)
+    assert (got.ref.namespace, got.level, got.priority) == ("ops", "pool", 1)
+    assert got.creation_timestamp == NOW  # no creationTimestamp: the file's mtime
+    # The hash the controller would list for the same spec.
+    assert got.hash == spec_hash({"nodeLabelSelector": "node-pool=batch", "priority": 1})
+    bare = parse(
+        "apiVersion: config.katalyst.kubewharf.io/v1alpha1\nkind: AdminQoSConfiguration\n"
+        "metadata: {name: x, creationTimestamp: 2023-11-14 22:13:20}\nspec: {}\n"
+    )
+    assert isinstance(bare, TargetConfig)
+    assert bare.ref.namespace == "default"
+    assert bare.creation_timestamp == NOW  # a YAML timestamp without a zone is UTC
+    assert bare.level == "cluster"
+    assert read_document(None, source="f.yaml", mtime=NOW) is None
+
+
+async def test_levels_resolve_cluster_then_pool_then_named(tmp_path: Path) -> None:
+    clock = FakeClock()
+    await clock.advance(60)
+    mine = await resolved(
+        tmp_path / "a", [CLUSTER, POOL, NAMED], labels={"node-pool": "batch"}, clock=clock
+    )
+    assert names(mine) == [
         ("cluster", "katalyst-system/cluster"),
         ("pool", "katalyst-system/batch"),
         ("named", "katalyst-system/incident"),
     ]
+    assert usage_target(mine) == 0.3
     # Another node of another pool: the cluster-wide config alone.
-    other = resolve(objects, node_name="node-b", labels={"node-pool": "web"}, now=NOW)
-    assert [x.level for x in other.layers] == ["cluster"]
+    other = await resolved(
+        tmp_path / "b", [CLUSTER, POOL, NAMED], node="node-b", labels={"node-pool": "web"}
+    )
+    assert names(other) == [("cluster", "katalyst-system/cluster")]
 
 
-def test_the_highest_matching_priority_wins_and_paused_configs_are_absent() -> None:
+async def test_the_highest_matching_priority_wins_and_paused_configs_are_absent(
+    tmp_path: Path,
+) -> None:
     low = aqc("low", "nodeLabelSelector: zone in (a, b)\npriority: 0\n" + target("0.7"))
     high = aqc("high", "nodeLabelSelector: node-pool=batch,!gpu\npriority: 2\n" + target("0.6"))
     paused = aqc("top", "nodeLabelSelector: node-pool\npriority: 9\npaused: true\n")
-    objects = [parse(low), parse(high), parse(paused)]
-    got = resolve(objects, node_name="n", labels={"node-pool": "batch", "zone": "a"}, now=NOW)
+    documents = [low, high, paused]
+    got = await resolved(tmp_path / "a", documents, labels={"node-pool": "batch", "zone": "a"})
     assert [x.name for x in got.layers] == ["katalyst-system/high"]
-    gpu = resolve(
-        objects, node_name="n", labels={"node-pool": "batch", "zone": "a", "gpu": ""}, now=NOW
+    gpu = await resolved(
+        tmp_path / "b", documents, labels={"node-pool": "batch", "zone": "a", "gpu": ""}
     )
     assert [x.name for x in gpu.layers] == ["katalyst-system/low"]
 
 
-def test_a_named_config_expires_after_its_last_duration() -> None:
-    objects = [parse(NAMED)]
-    assert resolve(objects, node_name="node-a", labels={}, now=NOW + 3599).layers
-    late = resolve(objects, node_name="node-a", labels={}, now=NOW + 3601)
-    assert late.layers == ()
-    assert late.expired == ("katalyst-system/incident",)
+async def test_a_named_config_expires_after_its_last_duration(tmp_path: Path) -> None:
+    clock = FakeClock()
+    src = await resolved(tmp_path, [NAMED], clock=clock)
+    assert names(src) == [("named", "katalyst-system/incident")]
+    await clock.advance(3599)
+    assert not await src.poll()
+    await clock.advance(2)
+    assert await src.poll()
+    assert src.layers == ()
+    assert src.record.expired == ("katalyst-system/incident",)
 
 
 @pytest.mark.parametrize(
     ("documents", "labels", "message"),
     [
-        ([CLUSTER, aqc("second", "")], {}, "cluster-wide configs conflict"),
+        ([CLUSTER, aqc("second", "")], {}, "spec: another cluster-wide config applies as well"),
         (
             [
                 aqc("p1", "nodeLabelSelector: node-pool=batch"),
                 aqc("p2", "nodeLabelSelector: zone=a"),
             ],
             {"node-pool": "batch", "zone": "a"},
-            "node-pool (priority 0, matching this node) configs conflict",
+            "spec.nodeLabelSelector: overlaps AdminQoSConfiguration/katalyst-system/p",
         ),
         (
             [NAMED, aqc("other", "ephemeralSelector: {nodeNames: [node-a], lastDuration: 2h}")],
             {},
-            "named-node (naming this node) configs conflict",
+            "spec.ephemeralSelector.nodeNames: node node-a is also named by",
         ),
-        ([CLUSTER, CLUSTER], {}, "defined twice"),
     ],
 )
-def test_conflicts_are_refused_naming_both(
-    documents: list[str], labels: dict[str, str], message: str
+async def test_conflicts_are_refused_naming_both(
+    tmp_path: Path, documents: list[str], labels: dict[str, str], message: str
 ) -> None:
-    with pytest.raises(DynamicConfigError) as exc:
-        resolve([parse(d) for d in documents], node_name="node-a", labels=labels, now=NOW)
-    assert message in str(exc.value)
+    src = await resolved(tmp_path, documents, labels=labels)
+    error = str(src.record.last_error)
+    assert error.count(message) == 2, error
+    assert src.record.refusals_total == 2
+    assert src.layers == ()  # neither applies: no version of either was ever good
 
 
-def test_pool_configs_at_one_priority_that_do_not_both_match_are_no_conflict() -> None:
-    objects = [
-        parse(aqc("p1", "nodeLabelSelector: node-pool=batch")),
-        parse(aqc("p2", "nodeLabelSelector: node-pool=web")),
+async def test_a_config_that_clashes_with_an_established_one_is_left_out(
+    tmp_path: Path,
+) -> None:
+    src = await resolved(tmp_path, [CLUSTER])
+    rewrite(tmp_path / "second.yaml", aqc("second", target("0.2")))
+    assert not await src.poll()
+    assert names(src) == [("cluster", "katalyst-system/cluster")]
+    assert usage_target(src) == 0.5
+    assert "katalyst-system/second: spec: another cluster-wide config" in str(src.record.last_error)
+
+
+async def test_an_object_defined_twice_refuses_the_folder(tmp_path: Path) -> None:
+    src = await resolved(tmp_path, [CLUSTER, CLUSTER])
+    assert "katalyst-system/cluster: defined twice" in str(src.record.last_error)
+    assert src.layers == ()
+
+
+async def test_pool_configs_at_one_priority_that_do_not_both_match_are_no_conflict(
+    tmp_path: Path,
+) -> None:
+    documents = [
+        aqc("p1", "nodeLabelSelector: node-pool=batch"),
+        aqc("p2", "nodeLabelSelector: node-pool=web"),
     ]
-    got = resolve(objects, node_name="n", labels={"node-pool": "web"}, now=NOW)
+    got = await resolved(tmp_path, documents, node="n", labels={"node-pool": "web"})
     assert [x.name for x in got.layers] == ["katalyst-system/p2"]
+    assert got.record.last_error is None
 
 
-KCC = """\
+KCC_DOC = """\
 apiVersion: config.katalyst.kubewharf.io/v1alpha1
 kind: KatalystCustomConfig
 metadata: {name: aqc, namespace: katalyst-system}
@@ -155,68 +220,81 @@ spec:
 """
 
 
-def test_the_kcc_limits_the_label_keys_per_priority() -> None:
-    kcc = parse(KCC)
-    zone0 = parse(aqc("z", "nodeLabelSelector: zone=a"))
-    with pytest.raises(DynamicConfigError, match="key 'zone' is not allowed at priority 0"):
-        resolve([kcc, zone0], node_name="n", labels={}, now=NOW)
-    zone1 = parse(aqc("z", "nodeLabelSelector: zone=a\npriority: 1"))
-    assert resolve([kcc, zone1], node_name="n", labels={"zone": "a"}, now=NOW).layers
+async def test_the_kcc_limits_the_label_keys_per_priority(tmp_path: Path) -> None:
+    assert isinstance(parse(KCC_DOC), KCC)
+    zone0 = aqc("z", "nodeLabelSelector: zone=a")
+    refused = await resolved(tmp_path / "a", [KCC_DOC, zone0], labels={"zone": "a"})
+    assert "key 'zone' is not allowed at priority 0 by KatalystCustomConfig" in str(
+        refused.record.last_error
+    )
+    zone1 = aqc("z", "nodeLabelSelector: zone=a\npriority: 1")
+    taken = await resolved(tmp_path / "b", [KCC_DOC, zone1], labels={"zone": "a"})
+    assert [x.name for x in taken.layers] == ["katalyst-system/z"]
+    # Without a KCC, any key at any priority.
+    free = await resolved(tmp_path / "c", [zone0], labels={"zone": "a"})
+    assert [x.name for x in free.layers] == ["katalyst-system/z"]
+    other = KCC_DOC.replace("resource: adminqosconfigurations", "resource: others")
+    with pytest.raises(DynamicConfigError, match=r"spec\.targetType: this agent reads"):
+        parse(other)
 
 
 @pytest.mark.parametrize(
     ("text", "message"),
     [
         (CLUSTER.replace("v1alpha1", "v1"), "f.yaml: apiVersion: must be"),
-        (CLUSTER.replace("kind: AdminQoSConfiguration", "kind: Pod"), "kind: must be"),
-        (
-            aqc(
-                "x", "nodeLabelSelector: a=b\nephemeralSelector: {nodeNames: [n], lastDuration: 1h}"
-            ),
-            "not both",
-        ),
-        (
-            aqc("x", "ephemeralSelector: {nodeNames: [n]}"),
-            "spec.ephemeralSelector.lastDuration: required with nodeNames",
-        ),
+        (CLUSTER.replace("kind: AdminQoSConfiguration", "kind: Pod"), "f.yaml: kind: must be"),
+        ("[1, 2]", "f.yaml: must be an object"),
         (
             aqc("x", "ephemeralSelector: {nodeNames: [n], lastDuration: soon}"),
-            "spec.ephemeralSelector.lastDuration: 'soon' is not a duration",
-        ),
-        (aqc("x", "nodeLabelSelector: 'a in (b'"), "spec.nodeLabelSelector: cannot parse"),
-        (aqc("x", "priority: 3"), "spec.priority: only a config with a nodeLabelSelector"),
-        (aqc("x", "paused: 1"), "spec.paused: must be true or false"),
-        (aqc("x", "selector: {}"), "spec: unknown key 'selector'"),
-        (
-            aqc("x", target("-1")),
             "f.yaml: AdminQoSConfiguration katalyst-system/x: "
-            "spec.config.sysadvisor.indicators.cpu_usage_ratio.target: must be > 0",
+            "spec.ephemeralSelector.lastDuration: invalid duration 'soon'",
         ),
-        (aqc("Bad_Name", ""), "metadata.name: must be a DNS subdomain"),
+        (aqc("x", "nodeLabelSelector: 'a in (b'"), "spec.nodeLabelSelector: expected ')'"),
+        (aqc("x", "paused: 1"), "spec.paused: must be true or false"),
+        (aqc("x", "selector: {}"), "spec.selector: unknown field"),
     ],
 )
-def test_a_bad_object_is_refused_naming_the_file_and_the_field(text: str, message: str) -> None:
+def test_a_document_that_does_not_parse_names_the_file_and_the_field(
+    text: str, message: str
+) -> None:
     with pytest.raises(DynamicConfigError) as exc:
         parse(text)
     assert message in str(exc.value)
     assert str(exc.value).startswith("f.yaml: ")
 
 
-def test_selectors_and_durations() -> None:
-    terms = parse_selector("node-pool=batch, zone in (a,b),!gpu,ssd,tier!=web, x notin (y)")
-    labels = {"node-pool": "batch", "zone": "b", "ssd": "1"}
-    assert all(t.matches(labels) for t in terms)
-    assert not all(t.matches({**labels, "gpu": "1"}) for t in terms)
-    assert not all(t.matches({**labels, "x": "y"}) for t in terms)
-    assert parse_selector("") == ()
-    for bad in ("a in ()", "a=b=c", "=x", "a,,b", "a in (b"):
-        with pytest.raises(ValueError):  # noqa: PT011 - the messages vary by term
-            parse_selector(bad)
-    assert parse_duration("1h30m") == 5400.0
-    assert parse_duration("90s") == parse_duration("1.5m") == 90.0
-    for bad in ("", "1", "1d", "0s", "-1h"):
-        with pytest.raises(ValueError):  # noqa: PT011
-            parse_duration(bad)
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        (
+            aqc(
+                "x", "nodeLabelSelector: a=b\nephemeralSelector: {nodeNames: [n], lastDuration: 1h}"
+            ),
+            "spec: nodeLabelSelector and ephemeralSelector.nodeNames cannot both be set",
+        ),
+        (
+            aqc("x", "ephemeralSelector: {nodeNames: [n]}"),
+            "spec.ephemeralSelector.lastDuration: required with nodeNames",
+        ),
+        (aqc("x", "priority: 3"), "spec.priority: only with nodeLabelSelector"),
+        (
+            aqc("x", target("-1")),
+            "spec.config.sysadvisor.indicators.cpu_usage_ratio.target: must be > 0",
+        ),
+        (
+            aqc("x", "config: {network: {interfaces: [{name: eth9}]}}"),
+            "spec.config.network.interfaces: not allowed in a dynamic config",
+        ),
+    ],
+)
+async def test_an_invalid_object_refuses_the_folder_naming_the_file_and_the_field(
+    tmp_path: Path, document: str, message: str
+) -> None:
+    src = await resolved(tmp_path, [document])
+    error = str(src.record.last_error)
+    assert error.startswith(f"{tmp_path / 'f.yaml'}: AdminQoSConfiguration katalyst-system/x: ")
+    assert message in error
+    assert src.record.origin == "base"
 
 
 # ---- the folder -------------------------------------------------------------------------
@@ -306,14 +384,16 @@ async def test_a_bad_file_is_refused_once_and_the_last_good_settings_stay(
 
 
 async def test_a_set_the_agent_cannot_take_is_refused_as_a_whole(tmp_path: Path) -> None:
-    (tmp_path / "cluster.yaml").write_text(
-        aqc("cluster", "config: {network: {interfaces: [{name: eth9}]}}")
-    )
-    src = source(tmp_path)
+    # The IO loop was not started (io.enabled false in the agent's file): switching
+    # it on takes a restart. Each object is valid; the set is not for this agent.
+    (tmp_path / "cluster.yaml").write_text(aqc("cluster", "config: {io: {enabled: true}}"))
+    src = source(tmp_path, base=AgentConfig(io=IOConfig(enabled=False)))
     assert not await src.poll()
     assert src.record.refusals_total == 1
-    assert "network.interfaces: fixed at start-up" in str(src.record.last_error)
-    assert src.record.settings == src.record.settings.of(AgentConfig())
+    assert "io.enabled: the IO loop was not started" in str(src.record.last_error)
+    assert src.record.settings == src.record.settings.of(AgentConfig(io=IOConfig(enabled=False)))
+    assert not await src.poll()
+    assert src.record.refusals_total == 1  # counted once while it lasts
 
 
 async def test_several_documents_in_one_file_and_named_expiry_over_time(tmp_path: Path) -> None:
