@@ -102,7 +102,32 @@ def _fmt(value: object, digits: int = 2) -> str:
 def format_status(status: dict[str, object]) -> list[str]:
     """The agent's ``/status`` as tables: the sysadvisor, then network and IO isolation."""
     lines = _advisor_lines(status.get("sysadvisor"))
-    return lines + _network_lines(status.get("network")) + _io_lines(status.get("io"))
+    lines += _network_lines(status.get("network")) + _io_lines(status.get("io"))
+    return lines + _dynamic_lines(status.get("dynamic_config"))
+
+
+def _dynamic_lines(dynamic: object) -> list[str]:
+    """The dynamic configuration in force: its layers, lowest first, and the last error."""
+    if not isinstance(dynamic, dict):
+        return []
+    reclaim = "on" if dynamic.get("reclaim_enabled", True) else "OFF"
+    lines = [
+        "",
+        f"dynamic config: from {dynamic.get('source') or '-'} ({dynamic.get('origin') or '-'}), "
+        f"settings {dynamic.get('hash') or '-'}, reclaim {reclaim}, "
+        f"{dynamic.get('applied_total', 0)} applied, {dynamic.get('refusals_total', 0)} refused",
+    ]
+    for layer in dynamic.get("layers") or []:
+        if isinstance(layer, dict):
+            name = f"{layer.get('name', '?')}@{layer.get('hash', '?')}"
+            lines.append(f"  {layer.get('level', '?')!s:<8} {name}")
+    if not dynamic.get("layers"):
+        lines.append("  (no layer: the agent's own configuration)")
+    if dynamic.get("pending"):
+        lines.append(f"  pending: {dynamic['pending']}")
+    if dynamic.get("last_error"):
+        lines.append(f"  last refusal: {dynamic['last_error']}")
+    return lines
 
 
 def _advisor_lines(advisor: object) -> list[str]:

@@ -184,3 +184,25 @@ def test_status_shows_network_and_io_isolation() -> None:
     assert "io isolation: safety mode (hold), pressure 31.2 % (node) against target 10.0 %" in text
     sda = next(line for line in text.splitlines() if "sda" in line)
     assert sda.split()[-4:] == ["-", "1024", "-", "-"]
+
+
+def test_status_shows_the_dynamic_config_layers_and_the_last_refusal() -> None:
+    status: dict[str, object] = {
+        "dynamic_config": {
+            "source": "cluster",
+            "origin": "customnodeconfig",
+            "hash": "0123abcd",
+            "reclaim_enabled": False,
+            "layers": [
+                {"name": "katalyst-system/base", "level": "cluster", "hash": "aaaa"},
+                {"name": "katalyst-system/batch", "level": "pool", "hash": "bbbb"},
+            ],
+            "applied_total": 3,
+            "refusals_total": 1,
+            "last_error": "spec.config.sysadvisor.period_s: must be in [0.01, 3600]",
+        }
+    }
+    text = "\n".join(cli.format_status(status))
+    assert "reclaim OFF, 3 applied, 1 refused" in text
+    assert "pool     katalyst-system/batch@bbbb" in text
+    assert "last refusal: spec.config.sysadvisor.period_s" in text
