@@ -1,32 +1,167 @@
 """``katalyst-controller``: the composition root of this process.
 
 KatalystCustomConfig resolution into per-node CustomNodeConfig, the CNR
-lifecycle and config validation.
+lifecycle and config validation, leader-elected over a coordination.k8s.io Lease.
 
 Each process has exactly one composition root: it builds every dependency and
-runs the loops and servers as children of one task group.
+runs the loops and servers as children of one task group (the first failure
+cancels the siblings). Here: the API client (:mod:`controllers.apiserver`), the
+reconciler with its watches (:mod:`controllers.reconcile`), the leader elector
+(:mod:`controllers.leader`), and /metrics and /healthz
+(:mod:`controllers.metrics`). SIGTERM or SIGINT stops the writes, releases the
+Lease (a standby takes over at its next try) and exits 0.
 """
 
 from __future__ import annotations
 
-import argparse
+import asyncio
+import contextlib
+import logging
+import random
+import signal
 import sys
 from collections.abc import Sequence
 
-from katalyst.entrypoint import base_parser, not_built_yet
+from prometheus_client import CollectorRegistry
+
+from controllers.apiserver import ApiLeaseClient, ConnectError, WatchSettings, connect
+from controllers.config import ControllerConfig, FlagError, build_parser, load_config
+from controllers.leader import LeaderElector, LeaseSettings
+from controllers.metrics import (
+    ControllerCollector,
+    ControllerMetrics,
+    Health,
+    build_app,
+    start_http,
+)
+from controllers.reconcile import Controller
+from katalyst import __version__
+from katalyst.clock import Clock, MonotonicClock
+from katalyst.logsetup import configure_logging
+
+__all__ = ["PROG", "StartupError", "main", "run"]
 
 PROG = "katalyst-controller"
 
+log = logging.getLogger(__name__)
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command-line interface of ``katalyst-controller``."""
-    return base_parser(PROG, __doc__.split("\n\n")[1] if __doc__ else None)
+
+class StartupError(Exception):
+    """The controller cannot start; the message says why (exit status 2)."""
+
+
+async def run(
+    config: ControllerConfig,
+    *,
+    stop: asyncio.Event,
+    clock: Clock | None = None,
+    registry: CollectorRegistry | None = None,
+    http_ready: asyncio.Future[str] | None = None,
+    rng: random.Random | None = None,
+) -> None:
+    """Run until ``stop`` is set (then release the Lease if leading). ``http_ready``
+    receives the address /metrics and /healthz are bound to. Cancelled, it stops
+    without releasing (as a killed process would)."""
+    clock = clock or MonotonicClock()
+    registry = registry or CollectorRegistry()
+    try:
+        kube = await connect(
+            config.kubeconfig,
+            user_agent=f"{PROG}/{__version__} ({config.identity})",
+            request_timeout_s=config.request_timeout_s,
+        )
+    except ConnectError as exc:
+        raise StartupError(
+            f"{exc} (give --kubeconfig, or run in a pod with a service account)"
+        ) from exc
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(kube.close)
+        metrics = ControllerMetrics(registry)
+        controller = Controller(
+            kube,
+            clock=clock,
+            metrics=metrics,
+            identity=config.identity,
+            resync_s=config.resync_s,
+            watch=WatchSettings(
+                watch_timeout_s=config.watch_timeout_s,
+                backoff_initial_s=config.backoff_initial_s,
+                backoff_max_s=config.backoff_max_s,
+            ),
+            rng=rng,
+        )
+        elector = LeaderElector(
+            ApiLeaseClient(kube, namespace=config.namespace, name=config.lease_name),
+            identity=config.identity,
+            settings=LeaseSettings(
+                duration_s=config.lease_duration_s,
+                renew_deadline_s=config.renew_deadline_s,
+                retry_period_s=config.retry_period_s,
+            ),
+            clock=clock,
+            on_change=controller.set_leading,
+            rng=rng,
+        )
+        registry.register(
+            ControllerCollector(
+                lambda: controller.state(leading=elector.leading, terms=elector.terms)
+            )
+        )
+
+        def health() -> Health:
+            renewed = elector.renewed_at
+            return Health(
+                leading=elector.leading,
+                since_renewal_s=None if renewed is None else clock.monotonic() - renewed,
+                lease_duration_s=float(config.lease_duration_s),
+            )
+
+        try:
+            runner, bound = await start_http(
+                build_app(registry=registry, health=health), config.metrics_addr
+            )
+        except OSError as exc:
+            raise StartupError(f"--metrics-addr {config.metrics_addr}: {exc.strerror}") from exc
+        stack.push_async_callback(runner.cleanup)
+        if http_ready is not None and not http_ready.done():
+            http_ready.set_result(bound)
+        log.info(
+            "%s %s: identity %s, lease %s/%s",
+            PROG,
+            __version__,
+            config.identity,
+            config.namespace,
+            config.lease_name,
+        )
+        async with asyncio.TaskGroup() as group:
+            group.create_task(controller.run(stop))
+            group.create_task(elector.run(stop))
+    log.info("stopped")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``katalyst-controller`` console script."""
-    build_parser().parse_args(argv)
-    return not_built_yet(PROG, "the dynamic-configuration issue (#6)")
+    parser = build_parser(PROG, __doc__.split("\n\n")[1] if __doc__ else None)
+    try:
+        config = load_config(parser, sys.argv[1:] if argv is None else argv)
+    except FlagError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(config.log_format)
+    try:
+        asyncio.run(_main(config))
+    except StartupError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+async def _main(config: ControllerConfig) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await run(config, stop=stop)
 
 
 if __name__ == "__main__":

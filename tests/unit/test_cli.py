@@ -55,7 +55,7 @@ def test_process_entry_points_answer_version(
     assert __version__ in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("module", [controller_app, extender_app])
+@pytest.mark.parametrize("module", [extender_app])
 def test_processes_not_built_yet_refuse_to_pretend(
     module: ModuleType, capsys: pytest.CaptureFixture[str]
 ) -> None:
