@@ -73,6 +73,7 @@ from agent.observability import (
 )
 from agent.qrm.checkpoints import restore_or_new
 from agent.qrm.cpu import CPUPolicy
+from agent.qrm.gpu import GPUPolicy, build_gpu_policy
 from agent.qrm.memory import MemoryPolicy
 from agent.qrm.network import NIC, NetworkPolicy
 from agent.qrm.server import OnChange, PluginServer, PluginServerError
@@ -160,7 +161,7 @@ def build_policies(
 
 def _checkpointer(
     store: CheckpointStore,
-    policy: CPUPolicy | MemoryPolicy | NetworkPolicy,
+    policy: CPUPolicy | MemoryPolicy | NetworkPolicy | GPUPolicy,
     listeners: Sequence[Callable[[], None]] = (),
 ) -> OnChange:
     """Save the policy after every change, then tell ``listeners`` (kept by reference:
@@ -502,8 +503,15 @@ async def run(
         network, nics = build_network_policy(config.network, store=store, sysfs=sysfs)
     except IsolationSetupError as exc:
         raise StartupError(str(exc)) from exc
+    # No GPU or no NVIDIA driver: a GPU plugin that has nothing to share out.
+    gpu, _ = build_gpu_policy(store=store, sysfs=sysfs)
     socket_dir = socket_dir_for(config)
-    policies: tuple[CPUPolicy | MemoryPolicy | NetworkPolicy, ...] = (cpu, memory, network)
+    policies: tuple[CPUPolicy | MemoryPolicy | NetworkPolicy | GPUPolicy, ...] = (
+        cpu,
+        memory,
+        network,
+        gpu,
+    )
     # Loops that must hear of every allocation change (the cluster node in QRM mode).
     listeners: list[Callable[[], None]] = []
     checkpointers = [_checkpointer(store, p, listeners) for p in policies]
