@@ -69,6 +69,7 @@ def test_sigterm_closes_sockets_stops_pods_flushes_checkpoints_and_exits_0(
         sockets = sorted(p.name for p in (state / "plugins").iterdir())
         assert sockets == [
             "qrm_cpu_plugin.sock",
+            "qrm_gpu_plugin.sock",
             "qrm_memory_plugin.sock",
             "qrm_network_plugin.sock",
         ]
