@@ -44,6 +44,7 @@ from agent.eviction import (
     build_plugins,
 )
 from agent.eviction.sampling import build_sample
+from agent.gpu.inventory import RDMADevice, read_rdma_devices
 from agent.isolation.io_loop import IOLoop
 from agent.isolation.network import NetworkLoop
 from agent.isolation.setup import (
@@ -87,6 +88,7 @@ from agent.reporter import (
     numa_sockets,
 )
 from agent.reporter import status as reporter_status
+from agent.reporter.devices import device_zones
 from agent.standalone.kubelet import LocalKubelet
 from agent.standalone.node import RECLAIMED_ROOT, LocalNode
 from agent.standalone.runtime import ContainerLogs
@@ -436,6 +438,8 @@ def _report_loop(
     advisor: AdvisorLoop,
     cpu: CPUPolicy,
     memory: MemoryPolicy,
+    gpu: GPUPolicy | None,
+    rdma: Sequence[RDMADevice],
     topology: CPUTopology,
     client: ApiServerReportClient,
     registry: CollectorRegistry,
@@ -458,6 +462,7 @@ def _report_loop(
             memory_bytes=latest.plan.reclaim_memory_limit,
             cpu_weights=cpu_weights(cpu.pools()["reclaim"], numa_cpus),
             memory_weights=dict(memory.topology_capacity()["memory"].allocatable),
+            devices=device_zones(gpu, rdma),
         )
 
     beat = Heartbeat("reporter", max_age=120.0)
@@ -672,6 +677,8 @@ async def run(
                     advisor=advisor,
                     cpu=cpu,
                     memory=memory,
+                    gpu=gpu,
+                    rdma=read_rdma_devices(sysfs),
                     topology=read_cpu_topology(sysfs),
                     client=ApiServerReportClient(watcher.api),
                     registry=registry,

@@ -13,7 +13,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Literal
+from typing import Any, Literal
 
 from katalyst.cpuset import CPUSet
 from katalyst.topology import CPUTopology
@@ -69,6 +69,9 @@ class ReclaimSample:
     evenly over the node's NUMA nodes."""
     memory_weights: Mapping[int, float] = field(default_factory=dict)
     """NUMA node -> the same for memory (e.g. the memory allocatable on that node)."""
+    devices: tuple[Mapping[str, Any], ...] = ()
+    """The node's GPU and RDMA zones with their allocations (:mod:`agent.reporter.devices`),
+    written to the CNR as they are."""
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.cpus) or self.cpus < 0:
@@ -106,6 +109,8 @@ class Reclaimed:
     """``resource.katalyst.kubewharf.io/reclaimed_memory`` (bytes)."""
     zones: tuple[ZoneAmount, ...] = ()
     """One per NUMA node, ordered by NUMA id; empty when the topology is not known."""
+    devices: tuple[Mapping[str, Any], ...] = ()
+    """The device zones (GPU, NIC) as the latest sample has them."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -134,7 +134,9 @@ class ReportPlanner:
             ZoneAmount(numa=n, socket=self._numa_sockets[n], millicpu=cpu[n], memory_bytes=mem[n])
             for n in self._zones
         )
-        return Reclaimed(millicpu=millicpu, memory_bytes=memory, zones=zones)
+        return Reclaimed(
+            millicpu=millicpu, memory_bytes=memory, zones=zones, devices=self._latest.devices
+        )
 
     def due(self) -> Report | None:
         """The report to write now, or None when no target is due."""
@@ -151,7 +153,11 @@ class ReportPlanner:
                 targets[target] = "initial"
                 continue
             drop, rise = self._compare(state.written, values, zones=target is Target.CNR)
-            if drop or (rise and now - state.written_at >= config.min_interval_s):
+            # A device allocation changed (a pod got or left a GPU share): the
+            # extender counts bound pods itself meanwhile, so no hurry beyond the
+            # rate limit.
+            devices = target is Target.CNR and state.written.devices != values.devices
+            if drop or ((rise or devices) and now - state.written_at >= config.min_interval_s):
                 targets[target] = "change"
             elif now - state.written_at >= config.resync_s:
                 targets[target] = "resync"

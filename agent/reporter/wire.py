@@ -25,7 +25,7 @@ another writer changed the CNR in between, instead of losing that writer's zones
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from agent.reporter.model import Reclaimed
@@ -44,6 +44,7 @@ __all__ = [
     "cnr_status_patch",
     "merge_zones",
     "node_status_patch",
+    "replace_device_zones",
     "resource_list",
     "topology_zones",
 ]
@@ -166,6 +167,20 @@ def merge_zones(stored: object, ours: list[JSON]) -> list[Any]:
     return merged
 
 
+DEVICE_ZONE_TYPES: Final = ("GPU", "NIC")
+"""Zone types the agent owns whole: written as they are, stale ones removed."""
+
+
+def replace_device_zones(zones: list[Any], devices: Sequence[Mapping[str, Any]]) -> list[Any]:
+    """``zones`` (top level) with the zones of each device type the agent reports (GPU,
+    NIC) replaced by ``devices``: for those types it is the writer, and a GPU or an
+    allocation that is gone must go. Types it does not report are left as stored
+    (another writer's, or none), and so is everything when it reports no device."""
+    ours = {d.get("type") for d in devices} & set(DEVICE_ZONE_TYPES)
+    kept = [z for z in zones if not (isinstance(z, Mapping) and z.get("type") in ours)]
+    return kept + [copy.deepcopy(dict(d)) for d in devices]
+
+
 def cnr_status_patch(values: Reclaimed, stored: Mapping[str, Any]) -> JSON:
     """The merge patch of ``.../customnoderesources/{name}/status`` over the CNR as
     last read (``stored``): the reclaimed resources in ``status.resources``, the
@@ -173,10 +188,11 @@ def cnr_status_patch(values: Reclaimed, stored: Mapping[str, Any]) -> JSON:
     ``metadata.resourceVersion`` as the precondition."""
     resources = resource_list(values.millicpu, values.memory_bytes)
     status: JSON = {"resources": {"allocatable": resources, "capacity": dict(resources)}}
-    if values.zones:
+    if values.zones or values.devices:
         stored_status = stored.get("status")
         current = stored_status.get("topologyZone") if isinstance(stored_status, Mapping) else None
-        status["topologyZone"] = merge_zones(current, topology_zones(values))
+        merged = merge_zones(current, topology_zones(values))
+        status["topologyZone"] = replace_device_zones(merged, values.devices)
     patch: JSON = {"status": status}
     meta = stored.get("metadata")
     version = meta.get("resourceVersion") if isinstance(meta, Mapping) else None

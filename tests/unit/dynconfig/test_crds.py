@@ -23,7 +23,10 @@ import jsonschema
 import pytest
 import yaml
 
+from agent.gpu.inventory import GPU, RDMADevice
+from agent.qrm.gpu.policy import GPUPolicy
 from agent.reporter import Reclaimed, ZoneAmount, cnr_object, cnr_status_patch
+from agent.reporter.devices import device_zones
 from katalyst.config.eviction import EvictionConfig
 from katalyst.config.io import IOConfig
 from katalyst.config.network import NetworkConfig
@@ -591,3 +594,18 @@ def test_each_bound_is_the_agents_bound(path: tuple[str, ...], schema: dict[str,
         assert not agent_accepts(outside), (path, outside)
     # every number the agent reads is bounded below: the schema says so too
     assert schema.get("minimum") is not None, path
+
+
+def test_the_device_zones_the_reporter_writes_are_accepted() -> None:
+    zones = device_zones(
+        GPUPolicy((GPU(index=0, uuid="GPU-a", memory_mib=1024, numa_node=0),)),
+        [RDMADevice(name="mlx5_0", netdevs=("eth2",), numa_node=0)],
+    )
+    cnr = {
+        "apiVersion": f"{CNR_GVR.group}/{CNR_GVR.version}",
+        "kind": "CustomNodeResource",
+        "metadata": {"name": "node-a"},
+        "spec": {},
+        "status": {"topologyZone": list(zones)},
+    }
+    accepted(CNR_GVR, cnr)
