@@ -111,6 +111,13 @@ How faithfully
 * Eviction (``policy/v1``, ``pods/{name}/eviction``) deletes the pod at once and
   answers 201 with a ``Status``; ``deleteOptions.preconditions.uid`` as delete does;
   a body whose ``kind`` is not ``Eviction`` is a 400.
+* Binding (``pods/{name}/binding``, as kube-scheduler and extenders bind): sets
+  ``spec.nodeName`` to the Binding's ``target.name`` and merges the Binding's
+  ``metadata.annotations`` into the pod's (the pod registry's
+  ``setPodHostAndAnnotations``), then answers 201 with a ``Status``; 409 ``Conflict``
+  when the pod is already bound (``pod X is already assigned to node "Y"``) or the
+  Binding's ``metadata.uid`` is not the pod's; 400 for another ``kind`` or no
+  ``target.name``. Accepted bodies are kept in :attr:`~FakeApiServer.bindings`.
 * Events: ``POST /api/v1/namespaces/{ns}/events`` (core/v1) stores the Event (with a
   uid, a creationTimestamp and a resourceVersion, as the server does) in
   :attr:`~FakeApiServer.events` and answers 201 with it; 409 ``AlreadyExists`` for a
@@ -586,7 +593,7 @@ def _forbidden_for_anonymous(request: web.Request) -> ApiError:
     name = info.get("name")
     sub = info.get("sub", "")
     resource = f"{plural}/{sub}" if sub else plural
-    if sub == "eviction":
+    if sub in ("eviction", "binding"):
         verb = "create"
     elif request.method == "GET":
         verb = "get" if name else "watch" if request.query.get("watch") in _TRUE else "list"
@@ -804,7 +811,7 @@ class RecordedWrite(NamedTuple):
     """The object's name (a create's, once known; ``""`` if the request never got
     that far, e.g. refused during an outage)."""
     subresource: str
-    """``""``, ``"status"`` or ``"eviction"``."""
+    """``""``, ``"status"``, ``"eviction"`` or ``"binding"``."""
     code: int
     """The HTTP status answered; 0 for a connection reset without an answer."""
     changed: bool
@@ -1452,6 +1459,8 @@ class FakeApiServer:
         recorded."""
         self.evictions: list[Obj] = []
         """The Eviction bodies of accepted evictions, in order."""
+        self.bindings: list[Obj] = []
+        """The Binding bodies of accepted bindings, in order."""
         self.events: list[Obj] = []
         """The core/v1 Events created, as stored (uid, resourceVersion added), in order."""
         # Reentrant: update_object's `mutate` runs under it and may read the store.
@@ -2134,6 +2143,10 @@ class FakeApiServer:
             if method != "POST":
                 raise _method_not_allowed()
             return await self._evict_http(request, target)
+        if target.sub == "binding" and rtype is PODS:
+            if method != "POST":
+                raise _method_not_allowed()
+            return await self._bind_http(request, target)
         if target.sub not in ("", "status") or (
             target.sub == "status" and not rtype.status_subresource
         ):
@@ -2499,6 +2512,58 @@ class FakeApiServer:
             self._check_delete_preconditions(PODS, current, preconditions)
             self._remove(target.store, key)
             self.evictions.append(body)
+        request[_CHANGED] = True
+        return _json_response(
+            {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Success",
+                "code": 201,
+            },
+            201,
+        )
+
+    async def _bind_http(self, request: web.Request, target: _Target) -> web.StreamResponse:
+        name = target.name or ""
+        body = await self._read_json(request)
+        if body.get("kind", "Binding") != "Binding":
+            raise ApiError(400, f"expected a Binding, got kind {body.get('kind')!r}")
+        node = _get(body, "target", "name")
+        if not isinstance(node, str) or not node:
+            raise ApiError(400, "Binding target.name is required")
+        annotations = _get(body, "metadata", "annotations") or {}
+        uid = _get(body, "metadata", "uid")
+        with self._lock:
+            current = target.store.objects.get(target.key())
+            if current is None:
+                raise _not_found(PODS, name)
+            meta = current["metadata"]
+            if uid and uid != meta.get("uid"):
+                raise ApiError(
+                    409,
+                    f'Operation cannot be fulfilled on pods/binding "{name}": '
+                    f"UID mismatch: {uid} != {meta.get('uid')}",
+                    reason="Conflict",
+                    details=_details("", "pods/binding", name),
+                )
+            bound = _get(current, "spec", "nodeName")
+            if bound:
+                raise ApiError(
+                    409,
+                    f'Operation cannot be fulfilled on pods/binding "{name}": pod {name} is '
+                    f'already assigned to node "{bound}"',
+                    reason="Conflict",
+                    details=_details("", "pods/binding", name),
+                )
+
+            def mutate(pod: Obj) -> None:
+                pod.setdefault("spec", {})["nodeName"] = node
+                if annotations:
+                    pod["metadata"].setdefault("annotations", {}).update(annotations)
+
+            self.update_object(PODS, name, mutate, namespace=target.namespace or "")
+            self.bindings.append(body)
         request[_CHANGED] = True
         return _json_response(
             {

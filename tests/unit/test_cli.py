@@ -55,14 +55,6 @@ def test_process_entry_points_answer_version(
     assert __version__ in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("module", [extender_app])
-def test_processes_not_built_yet_refuse_to_pretend(
-    module: ModuleType, capsys: pytest.CaptureFixture[str]
-) -> None:
-    assert module.main([]) == 2
-    assert "arrives with" in capsys.readouterr().err
-
-
 def test_the_agent_refuses_a_bad_flag_with_one_line_and_status_2(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -1,0 +1,277 @@
+"""The extender's verbs over kube-scheduler's JSON (Go field names), on top of the
+pure plugins: thin, and apart from the HTTP layer so that it is tested directly.
+
+kube-scheduler's types (``k8s.io/kube-scheduler/extender/v1``): ``ExtenderArgs
+{Pod, Nodes, NodeNames}``, ``ExtenderFilterResult {Nodes, NodeNames, FailedNodes,
+FailedAndUnresolvableNodes, Error}``, ``HostPriorityList [{Host, Score}]`` with
+scores 0..``MaxExtenderPriority`` (10), ``ExtenderBindingArgs {PodName,
+PodNamespace, PodUID, Node}``, ``ExtenderBindingResult {Error}``.
+
+A request the extender cannot judge (a pod missing a field a plugin needs, a bad
+quantity, a node name that is not a string) is answered with ``Error`` set:
+kube-scheduler then fails this scheduling attempt (``ignorable: false``) rather
+than place the pod on a node nobody checked.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Final, Protocol
+
+from scheduler_plugins.plugins import MAX_SCORE, gpu_share, rdma_topology, reclaimed_fit
+from scheduler_plugins.plugins.model import (
+    ANNOTATION_GPU_INDICES,
+    NodeView,
+    PodRequest,
+    RequestError,
+    parse_pod,
+)
+from scheduler_plugins.state import ClusterState
+
+log = logging.getLogger(__name__)
+
+MAX_EXTENDER_PRIORITY: Final = 10
+"""``extenderv1.MaxExtenderPriority``."""
+RECENT_PODS: Final = 4096
+"""Pods remembered from filter calls, for the bind that follows (bind carries names only)."""
+SHAPES_PER_NODE: Final = 64
+"""Verdicts remembered per node view (one per distinct request shape)."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    reason: str | None
+    """Why the node does not fit; None when it fits."""
+    unresolvable: bool
+    """Not even preemption (every pod gone) would make it fit."""
+    score: int
+    """0..10."""
+
+
+def _shape(pod: PodRequest) -> tuple[int, int, int, int, int, str]:
+    """What the plugins read of a pod: pods of one shape get one verdict per node
+    (the equivalence cache kube-scheduler once had: replicas share a shape)."""
+    return (pod.millicpu, pod.memory, pod.gpu_memory_mib, pod.gpu_count, pod.rdma, pod.policy)
+
+
+@dataclass(frozen=True)
+class Strategies:
+    reclaimed: reclaimed_fit.Strategy = "least-allocated"
+    """How ``reclaimed-fit`` scores: least-allocated spreads, most-allocated packs."""
+    gpu: gpu_share.Strategy = "binpack"
+    """How ``gpu-share`` scores and chooses GPUs."""
+
+
+class Binder(Protocol):
+    """The bind's effect on the API server."""
+
+    async def bind(
+        self, namespace: str, name: str, uid: str, node: str, annotations: Mapping[str, str]
+    ) -> None:
+        """Create the pod's ``pods/binding`` to ``node``, whose ``metadata.annotations``
+        the API server copies onto the pod in the same write; raise on failure."""
+        ...
+
+
+def _filter_node(pod: PodRequest, view: NodeView) -> str | None:
+    for plugin in (reclaimed_fit, gpu_share, rdma_topology):
+        reason = plugin.filter(pod, view)
+        if reason is not None:
+            return f"{plugin.__name__.rsplit('.', 1)[-1].replace('_', '-')}: {reason}"
+    return None
+
+
+def _emptied(view: NodeView) -> NodeView:
+    """The node with every pod gone: what preemption could at best achieve."""
+    return replace(
+        view,
+        requested_millicpu=0,
+        requested_memory=0,
+        gpus=tuple(replace(g, allocated_mib=0) for g in view.gpus),
+        nics=tuple(replace(n, allocated=False) for n in view.nics),
+    )
+
+
+class Extender:
+    def __init__(
+        self, *, state: ClusterState, binder: Binder, strategies: Strategies | None = None
+    ) -> None:
+        self.state = state
+        self._binder = binder
+        self._strategies = strategies or Strategies()
+        self._recent: OrderedDict[str, PodRequest] = OrderedDict()
+        self._memo: dict[
+            str, tuple[NodeView, dict[tuple[int, int, int, int, int, str], Verdict]]
+        ] = {}
+
+    def _verdicts(self, pod: PodRequest, names: list[str]) -> list[Verdict]:
+        """The plugins' verdict on each named node, remembered per request shape while
+        the node's view object is the state's current one (a new CNR, pod or assumed
+        pod makes a new view, so nothing stale is ever served)."""
+        views = self.state.views(names)
+        shape = _shape(pod)
+        memos = self._memo
+        out: list[Verdict] = []
+        for name in names:
+            view = views[name]
+            memo = memos.get(name)
+            if memo is None or memo[0] is not view:
+                memo = memos[name] = (view, {})
+            verdict = memo[1].get(shape)
+            if verdict is None:
+                if len(memo[1]) >= SHAPES_PER_NODE:
+                    memo[1].clear()
+                reason = _filter_node(pod, view)
+                unresolvable = reason is not None and _filter_node(pod, _emptied(view)) is not None
+                verdict = memo[1][shape] = Verdict(reason, unresolvable, self._score(pod, view))
+            out.append(verdict)
+        return out
+
+    def _score(self, pod: PodRequest, view: NodeView) -> int:
+        scores = [
+            s
+            for s in (
+                reclaimed_fit.score(pod, view, self._strategies.reclaimed),
+                gpu_share.score(pod, view, self._strategies.gpu),
+                rdma_topology.score(pod, view),
+            )
+            if s is not None
+        ]
+        mean = sum(scores) / len(scores) if scores else 0
+        return round(mean * MAX_EXTENDER_PRIORITY / MAX_SCORE)
+
+    def _remember(self, pod: PodRequest) -> None:
+        self._recent[pod.key] = pod
+        self._recent.move_to_end(pod.key)
+        while len(self._recent) > RECENT_PODS:
+            self._recent.popitem(last=False)
+
+    @staticmethod
+    def _names(args: Mapping[str, Any]) -> tuple[list[str], list[Any] | None]:
+        """The node names and, in full-node mode, the Node objects."""
+        names = args.get("NodeNames")
+        if names is not None:
+            if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+                raise RequestError("NodeNames: not a list of node names")
+            return list(names), None
+        nodes = args.get("Nodes")
+        if not isinstance(nodes, Mapping) or not isinstance(nodes.get("items"), list):
+            raise RequestError("neither NodeNames nor Nodes.items given")
+        items: list[Any] = nodes["items"]
+        out: list[str] = []
+        for i, node in enumerate(items):
+            name = node.get("metadata", {}).get("name") if isinstance(node, Mapping) else None
+            if not isinstance(name, str) or not name:
+                raise RequestError(f"Nodes.items[{i}].metadata.name: missing")
+            out.append(name)
+        return out, items
+
+    def filter(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        """``ExtenderFilterResult`` for ``ExtenderArgs``."""
+        try:
+            pod = parse_pod(args.get("Pod"))
+            names, items = self._names(args)
+        except RequestError as exc:
+            return {
+                "Nodes": None,
+                "NodeNames": None,
+                "FailedNodes": {},
+                "FailedAndUnresolvableNodes": {},
+                "Error": str(exc),
+            }
+        self._remember(pod)
+        failed: dict[str, str] = {}
+        unresolvable: dict[str, str] = {}
+        passed: list[int] = []
+        managed = pod.wants_reclaimed or pod.wants_gpu or pod.rdma > 0
+        known = self.state.known
+        for i, (name, verdict) in enumerate(zip(names, self._verdicts(pod, names), strict=True)):
+            if managed and not known(name):
+                unresolvable[name] = f"no CustomNodeResource for node {name}"
+                continue
+            if verdict.reason is None:
+                passed.append(i)
+            elif verdict.unresolvable:
+                unresolvable[name] = verdict.reason
+            else:
+                failed[name] = verdict.reason
+        result: dict[str, Any] = {
+            "Nodes": None,
+            "NodeNames": None,
+            "FailedNodes": failed,
+            "FailedAndUnresolvableNodes": unresolvable,
+            "Error": "",
+        }
+        if items is None:
+            result["NodeNames"] = [names[i] for i in passed]
+        else:
+            result["Nodes"] = {"metadata": {}, "items": [items[i] for i in passed]}
+        return result
+
+    def prioritize(self, args: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """``HostPriorityList``: the mean of the plugins that have a say, 0..10. A pod
+        the extender cannot read scores 0 everywhere (its filter already said why;
+        kube-scheduler ignores prioritize failures anyway)."""
+        try:
+            names, _ = self._names(args)
+        except RequestError as exc:
+            log.info("prioritize: %s", exc)
+            return []
+        try:
+            pod = parse_pod(args.get("Pod"))
+        except RequestError as exc:
+            log.info("prioritize: %s; scoring 0", exc)
+            return [{"Host": n, "Score": 0} for n in names]
+        verdicts = self._verdicts(pod, names)
+        return [{"Host": n, "Score": v.score} for n, v in zip(names, verdicts, strict=True)]
+
+    def choose(self, pod: PodRequest, view: NodeView) -> tuple[int, ...]:
+        if pod.rdma > 0 and pod.wants_gpu:
+            placement = rdma_topology.place(pod, view, self._strategies.gpu)
+            return placement.gpus if placement else ()
+        return gpu_share.choose(pod, view, self._strategies.gpu)
+
+    async def bind(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        """``ExtenderBindingResult``: check the node again (with the pods assumed
+        since the filter), choose the GPUs, assume the pod, then bind it with the
+        chosen GPUs as the annotation ``katalyst.kubewharf.io/gpu_indices``."""
+        try:
+            fields = {k: args.get(k) for k in ("PodName", "PodNamespace", "PodUID", "Node")}
+            for key, value in fields.items():
+                if not isinstance(value, str) or (not value and key != "PodUID"):
+                    raise RequestError(f"{key}: missing")
+        except RequestError as exc:
+            return {"Error": str(exc)}
+        name, namespace, uid, node = (
+            str(fields["PodName"]),
+            str(fields["PodNamespace"]),
+            str(fields["PodUID"]),
+            str(fields["Node"]),
+        )
+        key = uid or f"{namespace}/{name}"
+        pod = self.state.pod(key) or self._recent.get(key)
+        if pod is None:
+            pod = PodRequest(uid=uid, namespace=namespace, name=name)
+        managed = pod.wants_reclaimed or pod.wants_gpu or pod.rdma > 0
+        if managed:
+            if not self.state.known(node):
+                return {"Error": f"no CustomNodeResource for node {node}"}
+            self.state.forget(key)  # a retried bind must not count against itself
+            view = self.state.views([node])[node]
+            reason = _filter_node(pod, view)
+            if reason is not None:
+                return {"Error": f"pod {namespace}/{name} no longer fits node {node}: {reason}"}
+        gpus = self.choose(pod, self.state.views([node])[node]) if pod.wants_gpu else ()
+        self.state.assume(pod, node, gpus)
+        annotations = {ANNOTATION_GPU_INDICES: ",".join(map(str, gpus))} if gpus else {}
+        try:
+            await self._binder.bind(namespace, name, uid, node, annotations)
+        except Exception as exc:  # noqa: BLE001 - any failure is the bind's answer
+            self.state.forget(key)
+            log.warning("bind %s/%s to %s: %s", namespace, name, node, exc)
+            return {"Error": f"binding {namespace}/{name} to {node}: {exc}"}
+        self._recent.pop(key, None)
+        return {"Error": ""}
