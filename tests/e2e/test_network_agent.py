@@ -155,7 +155,8 @@ async def test_pods_are_classified_capped_reported_and_cleaned_up(
 
             deadline = asyncio.get_running_loop().time() + 30
             while not await poll():
-                assert asyncio.get_running_loop().time() < deadline, status.get("network")
+                if asyncio.get_running_loop().time() > deadline:  # a bound on the kernel's work
+                    raise AssertionError(f"not capped within 30 s: {status.get('network')}")
                 await asyncio.sleep(0.25)
         iface = status["network"]["interfaces"][0]
         assert status["network"]["supported"] is True
@@ -247,7 +248,8 @@ async def test_without_nft_the_agent_reports_it_and_keeps_running(
             deadline = asyncio.get_running_loop().time() + 30
             await refresh()
             while not reported():
-                assert asyncio.get_running_loop().time() < deadline, seen.get("status")
+                if asyncio.get_running_loop().time() > deadline:  # a bound, not a timing
+                    raise AssertionError(f"not reported within 30 s: {seen.get('status')}")
                 await asyncio.sleep(0.25)
                 await refresh()
             # The rest keeps running: the pods run, the agent is healthy.
