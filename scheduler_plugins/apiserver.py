@@ -11,10 +11,10 @@ Gone (the version left the server's watch cache) lists again. Failures back off
 exponentially with full jitter, capped.
 
 :class:`ApiServerBinder` binds with one ``POST pods/{name}/binding`` whose
-``metadata.annotations`` carry the chosen GPUs: the pod registry copies a
-Binding's annotations onto the pod in the same write that sets
+``metadata.annotations`` carry the chosen GPUs and RDMA NICs: the pod registry
+copies a Binding's annotations onto the pod in the same write that sets
 ``spec.nodeName`` (``setPodHostAndAnnotations``), so the node never sees the pod
-bound without its GPUs.
+bound without its devices.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from typing import Any, Final, Protocol
 from scheduler_plugins.plugins import MAX_SCORE, gpu_share, rdma_topology, reclaimed_fit
 from scheduler_plugins.plugins.model import (
     ANNOTATION_GPU_INDICES,
+    ANNOTATION_RDMA_DEVICES,
     NodeView,
     PodRequest,
     RequestError,
@@ -228,16 +229,23 @@ class Extender:
         verdicts = self._verdicts(pod, names)
         return [{"Host": n, "Score": v.score} for n, v in zip(names, verdicts, strict=True)]
 
-    def choose(self, pod: PodRequest, view: NodeView) -> tuple[int, ...]:
-        if pod.rdma > 0 and pod.wants_gpu:
+    def choose(self, pod: PodRequest, view: NodeView) -> tuple[tuple[int, ...], tuple[str, ...]]:
+        """The GPU indices and the RDMA NIC names to give the pod on ``view``'s node:
+        for a pod with RDMA NICs, ``rdma-topology``'s placement (NICs aligned with the
+        GPUs as best the node allows, free ones only); otherwise ``gpu-share``'s."""
+        if pod.rdma > 0:
             placement = rdma_topology.place(pod, view, self._strategies.gpu)
-            return placement.gpus if placement else ()
-        return gpu_share.choose(pod, view, self._strategies.gpu)
+            if placement is None:
+                return (), ()
+            return (placement.gpus if pod.wants_gpu else ()), placement.nics
+        return gpu_share.choose(pod, view, self._strategies.gpu), ()
 
     async def bind(self, args: Mapping[str, Any]) -> dict[str, Any]:
         """``ExtenderBindingResult``: check the node again (with the pods assumed
-        since the filter), choose the GPUs, assume the pod, then bind it with the
-        chosen GPUs as the annotation ``katalyst.kubewharf.io/gpu_indices``."""
+        since the filter), choose the GPUs and RDMA NICs, assume the pod with them,
+        then bind it with the chosen GPUs as the annotation
+        ``katalyst.kubewharf.io/gpu_indices`` and the chosen NICs as
+        ``katalyst.kubewharf.io/rdma_devices``."""
         try:
             fields = {k: args.get(k) for k in ("PodName", "PodNamespace", "PodUID", "Node")}
             for key, value in fields.items():
@@ -264,9 +272,16 @@ class Extender:
             reason = _filter_node(pod, view)
             if reason is not None:
                 return {"Error": f"pod {namespace}/{name} no longer fits node {node}: {reason}"}
-        gpus = self.choose(pod, self.state.views([node])[node]) if pod.wants_gpu else ()
-        self.state.assume(pod, node, gpus)
-        annotations = {ANNOTATION_GPU_INDICES: ",".join(map(str, gpus))} if gpus else {}
+        gpus: tuple[int, ...] = ()
+        nics: tuple[str, ...] = ()
+        if pod.wants_gpu or pod.rdma > 0:
+            gpus, nics = self.choose(pod, self.state.views([node])[node])
+        self.state.assume(pod, node, gpus, nics)
+        annotations: dict[str, str] = {}
+        if gpus:
+            annotations[ANNOTATION_GPU_INDICES] = ",".join(map(str, gpus))
+        if nics:
+            annotations[ANNOTATION_RDMA_DEVICES] = ",".join(nics)
         try:
             await self._binder.bind(namespace, name, uid, node, annotations)
         except Exception as exc:  # noqa: BLE001 - any failure is the bind's answer

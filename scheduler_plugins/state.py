@@ -3,9 +3,9 @@ node, and the pods it has assumed onto a node but not yet seen bound.
 
 The assume cache closes the window between a bind and the pod watch showing it:
 without it, two pods scheduled in quick succession both see the last GPU share
-free. An assumed pod leaves the cache when the watch shows it bound (then it is
-counted as a bound pod) or after ``assume_ttl_s`` when it never does (a bind the
-API server lost, a pod deleted in between).
+(or the last aligned RDMA NIC) free. An assumed pod leaves the cache when the
+watch shows it bound (then it is counted as a bound pod) or after ``assume_ttl_s``
+when it never does (a bind the API server lost, a pod deleted in between).
 """
 
 from __future__ import annotations
@@ -121,10 +121,18 @@ class ClusterState:
         return self._node_of.get(uid)
 
     # --- assume cache -------------------------------------------------------------
-    def assume(self, pod: PodRequest, node: str, gpu_indices: tuple[int, ...]) -> None:
+    def assume(
+        self,
+        pod: PodRequest,
+        node: str,
+        gpu_indices: tuple[int, ...],
+        rdma_devices: tuple[str, ...] = (),
+    ) -> None:
+        """Count ``pod`` on ``node`` with the GPUs and RDMA NICs chosen for it until
+        the watch shows it bound (or ``assume_ttl_s`` passes)."""
         self._assumed[pod.key] = Assumed(
             node=node,
-            pod=replace(pod, gpu_indices=gpu_indices),
+            pod=replace(pod, gpu_indices=gpu_indices, rdma_devices=rdma_devices),
             expires=self._clock.monotonic() + self._ttl,
         )
 

@@ -13,7 +13,8 @@ Wire names (keep them identical to what the node agent reads and writes):
 * pod annotations: ``katalyst.kubewharf.io/gpu_count`` (GPUs, default 1),
   ``katalyst.kubewharf.io/rdma_count`` (NICs, when not a resource),
   ``katalyst.kubewharf.io/topology_policy`` (``hard`` or ``soft``, default
-  ``soft``), and ``katalyst.kubewharf.io/gpu_indices`` (written at bind);
+  ``soft``), ``katalyst.kubewharf.io/gpu_indices`` and
+  ``katalyst.kubewharf.io/rdma_devices`` (both written at bind);
 * the CNR: ``status.resources.allocatable`` for the reclaimed headroom and
   ``status.topologyZone`` zones of type ``GPU`` and ``NIC`` (see docs/scheduling.md).
 """
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final, Literal
 
@@ -34,6 +35,8 @@ ANNOTATION_GPU_COUNT: Final = "katalyst.kubewharf.io/gpu_count"
 ANNOTATION_RDMA_COUNT: Final = "katalyst.kubewharf.io/rdma_count"
 ANNOTATION_TOPOLOGY_POLICY: Final = "katalyst.kubewharf.io/topology_policy"
 ANNOTATION_GPU_INDICES: Final = "katalyst.kubewharf.io/gpu_indices"
+ANNOTATION_RDMA_DEVICES: Final = "katalyst.kubewharf.io/rdma_devices"
+"""The RDMA NICs the extender chose at bind: NIC zone names, comma-separated."""
 ZONE_GPU: Final = "GPU"
 ZONE_NIC: Final = "NIC"
 
@@ -112,6 +115,8 @@ class PodRequest:
     policy: Policy = "soft"
     gpu_indices: tuple[int, ...] = ()
     """The GPUs the extender chose (from the annotation, once bound)."""
+    rdma_devices: tuple[str, ...] = ()
+    """The RDMA NICs (zone names) the extender chose (from the annotation, once bound)."""
 
     @property
     def wants_reclaimed(self) -> bool:
@@ -216,6 +221,10 @@ def parse_pod(pod: object) -> PodRequest:
     if isinstance(raw, str) and raw.strip():
         where = f"Pod.metadata.annotations[{ANNOTATION_GPU_INDICES}]"
         indices = tuple(_count(part, where) for part in raw.split(","))
+    devices: tuple[str, ...] = ()
+    raw = annotations.get(ANNOTATION_RDMA_DEVICES)
+    if isinstance(raw, str):
+        devices = tuple(part.strip() for part in raw.split(",") if part.strip())
     return PodRequest(
         uid=uid,
         namespace=namespace,
@@ -227,6 +236,7 @@ def parse_pod(pod: object) -> PodRequest:
         rdma=rdma,
         policy="hard" if policy == "hard" else "soft",
         gpu_indices=indices,
+        rdma_devices=devices,
     )
 
 
@@ -388,9 +398,11 @@ def parse_cnr(cnr: JSON) -> CnrNode:
 def node_view(cnr: CnrNode | None, name: str, pods: Iterable[PodRequest]) -> NodeView:
     """The view of node ``name``: its CNR (or none) with ``pods`` (those bound to it
     and those assumed on it) taken off. A pod the CNR already counts on a GPU is not
-    counted twice."""
+    counted twice; a NIC named by a pod's ``rdma_devices`` is allocated (as is one the
+    CNR already shows allocated)."""
     millicpu = memory = 0
     extra: dict[int, int] = {}
+    taken: set[str] = set()
     counted = cnr.gpu_consumers if cnr is not None else {}
     for pod in pods:
         millicpu += pod.millicpu
@@ -399,6 +411,7 @@ def node_view(cnr: CnrNode | None, name: str, pods: Iterable[PodRequest]) -> Nod
             if pod.uid and pod.uid in counted.get(index, {}):
                 continue
             extra[index] = extra.get(index, 0) + pod.gpu_memory_mib
+        taken.update(pod.rdma_devices)
     if cnr is None:
         return NodeView(name=name, requested_millicpu=millicpu, requested_memory=memory)
     gpus = tuple(
@@ -419,5 +432,8 @@ def node_view(cnr: CnrNode | None, name: str, pods: Iterable[PodRequest]) -> Nod
         requested_millicpu=millicpu,
         requested_memory=memory,
         gpus=gpus,
-        nics=cnr.nics,
+        nics=tuple(
+            n if n.allocated or n.name not in taken else replace(n, allocated=True)
+            for n in cnr.nics
+        ),
     )

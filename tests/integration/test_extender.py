@@ -253,6 +253,77 @@ async def test_rdma_hard_policy_over_http(harness: Harness) -> None:
     assert (await harness.post("filter", names_args(soft, "split")))["NodeNames"] == ["split"]
 
 
+async def test_the_assume_cache_prevents_an_rdma_nic_double_booking(harness: Harness) -> None:
+    # Two GPUs and one NIC on switch s0 (numa 0); the other NIC is on numa 1.
+    harness.state.set_cnr(
+        cnr_json(
+            "r",
+            zones=[
+                gpu_zone(0, numa=0, switch="s0"),
+                gpu_zone(1, numa=0, switch="s0"),
+                nic_zone("mlx5_0", numa=0, switch="s0"),
+                nic_zone("mlx5_1", numa=1, switch="s1"),
+            ],
+        )
+    )
+    first = pod_json("a", gpu_memory=1024, rdma=1, policy="hard")
+    second = pod_json("b", gpu_memory=1024, rdma=1, policy="hard")
+    # Both pass filter before either binds...
+    assert (await harness.post("filter", names_args(first, "r")))["NodeNames"] == ["r"]
+    assert (await harness.post("filter", names_args(second, "r")))["NodeNames"] == ["r"]
+    # ...the first bind takes the aligned NIC and writes it next to its GPU...
+    assert await harness.post("bind", bind_args(first, "r")) == {"Error": ""}
+    assert harness.binder.calls[-1][3:] == (
+        "r",
+        {
+            "katalyst.kubewharf.io/gpu_indices": "0",
+            "katalyst.kubewharf.io/rdma_devices": "mlx5_0",
+        },
+    )
+    # ...and the second, whose GPUs would still fit, finds no aligned NIC left.
+    refused = (
+        "rdma-topology: topology_policy hard: no NUMA node has 1 GPUs with 1024 MiB free "
+        "and 1 free RDMA NICs (numa 0: 2 GPUs, 0 NICs; numa 1: 0 GPUs, 1 NICs)"
+    )
+    answer = await harness.post("bind", bind_args(second, "r"))
+    assert answer["Error"] == f"pod default/b no longer fits node r: {refused}"
+    assert len(harness.binder.calls) == 1
+    result = await harness.post("filter", names_args(second, "r"))
+    assert result["NodeNames"] == [] and result["FailedNodes"] == {"r": refused}
+    # When the binding shows up in the watch, its annotation keeps the NIC taken.
+    harness.state.set_pod(
+        pod_json(
+            "a",
+            gpu_memory=1024,
+            rdma=1,
+            policy="hard",
+            node="r",
+            annotations=harness.binder.calls[-1][4],
+        )
+    )
+    assert harness.state.assumed() == {}
+    result = await harness.post("filter", names_args(second, "r"))
+    assert result["FailedNodes"] == {"r": refused}
+    # A soft pod still binds, to the NIC that is left.
+    soft = pod_json("c", gpu_memory=1024, rdma=1)
+    assert (await harness.post("filter", names_args(soft, "r")))["NodeNames"] == ["r"]
+    assert await harness.post("bind", bind_args(soft, "r")) == {"Error": ""}
+    assert harness.binder.calls[-1][4]["katalyst.kubewharf.io/rdma_devices"] == "mlx5_1"
+
+
+async def test_a_single_nic_is_not_given_twice(harness: Harness) -> None:
+    harness.state.set_cnr(cnr_json("one", zones=[gpu_zone(0), gpu_zone(1), nic_zone("mlx5_0")]))
+    first, second = pod_json("a", gpu_memory=1024, rdma=1), pod_json("b", gpu_memory=1024, rdma=1)
+    await harness.post("filter", names_args(first, "one"))
+    await harness.post("filter", names_args(second, "one"))
+    assert await harness.post("bind", bind_args(first, "one")) == {"Error": ""}
+    answer = await harness.post("bind", bind_args(second, "one"))
+    assert answer["Error"] == (
+        "pod default/b no longer fits node one: "
+        "rdma-topology: node has 0 free RDMA NICs, pod needs 1"
+    )
+
+
 @pytest.mark.parametrize(
     ("body", "error"),
     [

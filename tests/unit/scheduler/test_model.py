@@ -6,6 +6,7 @@ import pytest
 
 from scheduler_plugins.plugins.model import (
     ANNOTATION_GPU_INDICES,
+    ANNOTATION_RDMA_DEVICES,
     RequestError,
     node_view,
     parse_cnr,
@@ -132,3 +133,37 @@ def test_a_node_without_cnr_has_no_headroom_and_bad_zones_are_skipped() -> None:
 def test_a_pods_gpu_memory_over_its_gpus_rounds_up_as_the_node_splits_it() -> None:
     req = parse_pod(pod_json(gpu_memory=10001, gpu_count=2))
     assert req.gpu_memory_mib == 5001  # the node puts 5001 and 5000: the larger must fit
+
+
+def test_rdma_devices_are_read_from_the_annotation() -> None:
+    req = parse_pod(pod_json(rdma=2, annotations={ANNOTATION_RDMA_DEVICES: "mlx5_0, mlx5_3"}))
+    assert req.rdma_devices == ("mlx5_0", "mlx5_3")
+    assert parse_pod(pod_json(rdma=1)).rdma_devices == ()
+    assert parse_pod(pod_json(annotations={ANNOTATION_RDMA_DEVICES: ""})).rdma_devices == ()
+    assert ANNOTATION_RDMA_DEVICES == "katalyst.kubewharf.io/rdma_devices"
+
+
+def test_nics_named_by_pods_are_allocated_in_the_node_view() -> None:
+    cnr = parse_cnr(
+        cnr_json(
+            "n1",
+            zones=[
+                nic_zone("mlx5_0"),
+                nic_zone("mlx5_1"),
+                nic_zone("mlx5_2", allocated=True),
+                nic_zone("mlx5_3"),
+            ],
+        )
+    )
+    a = parse_pod(pod_json("a", rdma=1, annotations={ANNOTATION_RDMA_DEVICES: "mlx5_1"}))
+    # mlx5_2 is allocated in the CNR already (and stays so); mlx5_9 is not on the node.
+    b = parse_pod(pod_json("b", rdma=2, annotations={ANNOTATION_RDMA_DEVICES: "mlx5_2,mlx5_9"}))
+    view = node_view(cnr, "n1", [a, b])
+    assert [(n.name, n.allocated) for n in view.nics] == [
+        ("mlx5_0", False),
+        ("mlx5_1", True),
+        ("mlx5_2", True),
+        ("mlx5_3", False),
+    ]
+    # Without the pods only the CNR's allocation counts.
+    assert [n.name for n in node_view(cnr, "n1", []).nics if n.allocated] == ["mlx5_2"]

@@ -2,8 +2,20 @@ from __future__ import annotations
 
 import pytest
 
+from katalyst.clock import FakeClock
 from scheduler_plugins.plugins import gpu_share, rdma_topology, reclaimed_fit
-from scheduler_plugins.plugins.model import Gpu, Nic, NodeView, PodRequest
+from scheduler_plugins.plugins.model import (
+    ANNOTATION_RDMA_DEVICES,
+    Gpu,
+    Nic,
+    NodeView,
+    PodRequest,
+    node_view,
+    parse_cnr,
+    parse_pod,
+)
+from scheduler_plugins.state import ClusterState
+from tests.unit.scheduler.helpers import cnr_json, gpu_zone, nic_zone, pod_json
 
 
 def req(**kw: object) -> PodRequest:
@@ -175,3 +187,46 @@ def test_rdma_topology(
 def test_rdma_topology_ignores_pods_without_rdma() -> None:
     assert rdma_topology.filter(req(gpu_memory_mib=1, gpu_count=1), node()) is None
     assert rdma_topology.score(req(), node()) is None
+
+
+def _two_switch_cnr() -> dict[str, object]:
+    return cnr_json(
+        "n",
+        zones=[
+            gpu_zone(0, numa=0, switch="s0"),
+            gpu_zone(1, numa=1, switch="s1"),
+            nic_zone("mlx5_0", numa=0, switch="s0"),
+            nic_zone("mlx5_1", numa=1, switch="s1"),
+        ],
+    )
+
+
+def test_rdma_placement_avoids_nics_taken_by_annotated_pods() -> None:
+    cnr = parse_cnr(_two_switch_cnr())
+    pod = req(gpu_memory_mib=1024, gpu_count=1, rdma=1, policy="hard")
+    free = rdma_topology.place(pod, node_view(cnr, "n", []))
+    assert free == rdma_topology.Placement(gpus=(0,), nics=("mlx5_0",), level="pcie_switch")
+    holder = parse_pod(pod_json("h", rdma=1, annotations={ANNOTATION_RDMA_DEVICES: "mlx5_0"}))
+    view = node_view(cnr, "n", [holder])
+    # GPU 0 is still free, but its NIC is taken: the placement moves to switch s1.
+    assert rdma_topology.place(pod, view) == rdma_topology.Placement(
+        gpus=(1,), nics=("mlx5_1",), level="pcie_switch"
+    )
+    both = parse_pod(pod_json("b", rdma=2, annotations={ANNOTATION_RDMA_DEVICES: "mlx5_0,mlx5_1"}))
+    full = node_view(cnr, "n", [both])
+    assert rdma_topology.place(pod, full) is None
+    assert rdma_topology.filter(pod, full) == "node has 0 free RDMA NICs, pod needs 1"
+    assert rdma_topology.score(pod, full) == 0
+
+
+async def test_assumed_nics_are_taken_until_the_assumption_expires() -> None:
+    clock = FakeClock()
+    state = ClusterState(clock=clock, assume_ttl_s=10.0)
+    state.set_cnr(_two_switch_cnr())
+    pod = parse_pod(pod_json("a", gpu_memory=1024, rdma=1))
+    state.assume(pod, "n", (0,), ("mlx5_0",))
+    view = state.views(["n"])["n"]
+    assert [(n.name, n.allocated) for n in view.nics] == [("mlx5_0", True), ("mlx5_1", False)]
+    assert view.gpus[0].allocated_mib == 1024
+    await clock.advance(10.0)
+    assert not any(n.allocated for n in state.views(["n"])["n"].nics)
