@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
@@ -124,6 +124,21 @@ class PluginOptions:
     pre_start_required: bool = False
     with_topology_alignment: bool = True
     need_reconcile: bool = True
+
+
+def effective_request(amounts: Iterable[tuple[bool, int]]) -> int:
+    """Kubernetes' effective pod request from each container's ``(init, amount)``:
+    the larger of the largest init container's amount and the sum of the others'
+    (init containers run before the app containers, one at a time). Every policy
+    accounts a pod's CPUs, memory, bandwidth and GPU memory by this rule."""
+    inits: list[int] = []
+    others = 0
+    for init, amount in amounts:
+        if init:
+            inits.append(amount)
+        else:
+            others += amount
+    return max([others, *inits])
 
 
 class PolicyBase:

@@ -37,16 +37,9 @@ def device_zones(
     zones: list[dict[str, Any]] = []
     if gpu is not None:
         per_gpu: dict[int, dict[str, int]] = {}
-        for uid, containers in gpu.plans().items():
-            for plan in containers.values():
-                for index, mib in plan.shares:
-                    pods = per_gpu.setdefault(index, {})
-                    # Init containers run before the others: the pod holds the larger.
-                    pods[str(uid)] = (
-                        max(pods.get(str(uid), 0), mib)
-                        if plan.init
-                        else (pods.get(str(uid), 0) + mib)
-                    )
+        for uid, usage in gpu.usage_by_pod().items():
+            for index, mib in usage.items():
+                per_gpu.setdefault(index, {})[uid] = mib
         for device in sorted(gpu.gpus, key=lambda g: g.index):
             memory = {RESOURCE_GPU_MEMORY: str(device.memory_mib)}
             zones.append(

@@ -879,6 +879,17 @@ def _dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
 
 
+def _success(*, code: int | None = None, details: Obj | None = None) -> Obj:
+    """A success ``Status`` as the server writes it (a delete's carries ``details``,
+    an eviction's or a binding's the 201 ``code``)."""
+    body: Obj = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}
+    if details is not None:
+        body["details"] = details
+    if code is not None:
+        body["code"] = code
+    return body
+
+
 def _json_response(body: Any, status: int = 200) -> web.Response:
     return web.Response(body=_dumps(body), status=status, content_type=_JSON)
 
@@ -2462,15 +2473,7 @@ class FakeApiServer:
             return _json_response(gone)
         details = _details(rtype.group, rtype.plural, target.name)
         details["uid"] = gone["metadata"].get("uid")
-        return _json_response(
-            {
-                "kind": "Status",
-                "apiVersion": "v1",
-                "metadata": {},
-                "status": "Success",
-                "details": details,
-            }
-        )
+        return _json_response(_success(details=details))
 
     @staticmethod
     def _check_delete_preconditions(
@@ -2513,16 +2516,7 @@ class FakeApiServer:
             self._remove(target.store, key)
             self.evictions.append(body)
         request[_CHANGED] = True
-        return _json_response(
-            {
-                "kind": "Status",
-                "apiVersion": "v1",
-                "metadata": {},
-                "status": "Success",
-                "code": 201,
-            },
-            201,
-        )
+        return _json_response(_success(code=201), 201)
 
     async def _bind_http(self, request: web.Request, target: _Target) -> web.StreamResponse:
         name = target.name or ""
@@ -2565,16 +2559,7 @@ class FakeApiServer:
             self.update_object(PODS, name, mutate, namespace=target.namespace or "")
             self.bindings.append(body)
         request[_CHANGED] = True
-        return _json_response(
-            {
-                "kind": "Status",
-                "apiVersion": "v1",
-                "metadata": {},
-                "status": "Success",
-                "code": 201,
-            },
-            201,
-        )
+        return _json_response(_success(code=201), 201)
 
     async def _create_event_http(self, request: web.Request) -> web.StreamResponse:
         namespace = request.match_info["namespace"]

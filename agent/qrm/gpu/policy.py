@@ -61,6 +61,7 @@ from agent.qrm.types import (
     PolicyBase,
     TopologyCapacity,
     TopologyHint,
+    effective_request,
     valid_container_name,
     valid_pod_uid,
 )
@@ -144,15 +145,11 @@ def _split(request: int, n: int) -> list[int]:
 def _pod_usage(plans: Iterable[GPUPlan]) -> dict[int, int]:
     """A pod's MiB per GPU: the larger of its largest init container's share and the
     sum of its other containers' shares there."""
-    inits: dict[int, int] = {}
-    others: dict[int, int] = {}
-    for plan in plans:
-        for index, mib in plan.shares:
-            if plan.init:
-                inits[index] = max(inits.get(index, 0), mib)
-            else:
-                others[index] = others.get(index, 0) + mib
-    return {i: max(inits.get(i, 0), others.get(i, 0)) for i in {*inits, *others}}
+    listed = [(plan.init, dict(plan.shares)) for plan in plans]
+    indices = {index for _, shares in listed for index in shares}
+    return {
+        i: effective_request((init, shares.get(i, 0)) for init, shares in listed) for i in indices
+    }
 
 
 class GPUPolicy(PolicyBase):
@@ -293,6 +290,11 @@ class GPUPolicy(PolicyBase):
     def free_mib(self, index: int) -> int:
         """MiB still free on GPU ``index`` (KeyError if unknown)."""
         return self._free(self._known(index), self._plans)
+
+    def usage_by_pod(self) -> dict[str, dict[int, int]]:
+        """Pod UID -> GPU index -> the MiB the pod holds there (init containers
+        overlapping the others, as :func:`_pod_usage` counts them)."""
+        return {str(uid): _pod_usage(c.values()) for uid, c in self._plans.items()}
 
     def plans(self) -> Mapping[PodUID, Mapping[str, GPUPlan]]:
         """Every container's plan."""

@@ -38,6 +38,7 @@ from agent.qrm.types import (
     PolicyBase,
     TopologyCapacity,
     TopologyHint,
+    effective_request,
 )
 from katalyst.checkpoint import JSONValue
 from katalyst.cpuset import CPUSet
@@ -101,16 +102,12 @@ class MemoryPlan:
 def _pod_request(plans: list[MemoryPlan]) -> int:
     """Kubernetes' effective pod request: the larger of the largest init container's
     and the sum of the others' (init containers run before them, one at a time)."""
-    inits = [p.request for p in plans if p.init]
-    others = sum(p.request for p in plans if not p.init)
-    return max([others, *inits])
+    return effective_request((p.init, p.request) for p in plans)
 
 
 def _pod_usage_on(plans: list[MemoryPlan], node: int) -> int:
     """The pod's bytes on ``node``, with init containers overlapping the others."""
-    inits = [p.assignments.get(node, 0) for p in plans if p.init]
-    others = sum(p.assignments.get(node, 0) for p in plans if not p.init)
-    return max([others, *inits])
+    return effective_request((p.init, p.assignments.get(node, 0)) for p in plans)
 
 
 def _split(ask: int, nodes: list[int], free: Mapping[int, int]) -> dict[int, int] | None:

@@ -71,6 +71,7 @@ from agent.qrm.types import (
     PolicyBase,
     TopologyCapacity,
     TopologyHint,
+    effective_request,
     valid_container_name,
     valid_pod_uid,
 )
@@ -169,10 +170,7 @@ class NetworkPlan:
 def _pod_kbit(plans: Iterable[NetworkPlan]) -> int:
     """A pod's guaranteed kbit/s: the larger of its largest init container's and the
     sum of its other containers' (Kubernetes' effective pod request)."""
-    listed = list(plans)
-    inits = [p.guaranteed_kbit for p in listed if p.init]
-    others = sum(p.guaranteed_kbit for p in listed if not p.init)
-    return max([others, *inits])
+    return effective_request((p.init, p.guaranteed_kbit) for p in plans)
 
 
 def _mbit_text(kbit: int) -> str:
