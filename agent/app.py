@@ -88,7 +88,7 @@ from agent.reporter import (
     numa_sockets,
 )
 from agent.reporter import status as reporter_status
-from agent.reporter.devices import device_zones
+from agent.reporter.devices import device_zones, rdma_allocations
 from agent.standalone.kubelet import LocalKubelet
 from agent.standalone.node import RECLAIMED_ROOT, LocalNode
 from agent.standalone.runtime import ContainerLogs
@@ -440,6 +440,7 @@ def _report_loop(
     memory: MemoryPolicy,
     gpu: GPUPolicy | None,
     rdma: Sequence[RDMADevice],
+    pods: Callable[[], Iterable[PodView]],
     topology: CPUTopology,
     client: ApiServerReportClient,
     registry: CollectorRegistry,
@@ -462,7 +463,7 @@ def _report_loop(
             memory_bytes=latest.plan.reclaim_memory_limit,
             cpu_weights=cpu_weights(cpu.pools()["reclaim"], numa_cpus),
             memory_weights=dict(memory.topology_capacity()["memory"].allocatable),
-            devices=device_zones(gpu, rdma),
+            devices=device_zones(gpu, rdma, rdma_allocations(pods())),
         )
 
     beat = Heartbeat("reporter", max_age=120.0)
@@ -679,6 +680,7 @@ async def run(
                     memory=memory,
                     gpu=gpu,
                     rdma=read_rdma_devices(sysfs),
+                    pods=cluster.views,
                     topology=read_cpu_topology(sysfs),
                     client=ApiServerReportClient(watcher.api),
                     registry=registry,

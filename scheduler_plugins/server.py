@@ -8,11 +8,11 @@ else is a 200 whose ``Error`` says what was wrong.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
+import orjson
 from aiohttp import web
 
 from scheduler_plugins.extender import Extender
@@ -26,8 +26,10 @@ DEFAULT_MAX_BODY_BYTES: Final = 64 * 1024 * 1024
 async def _body(request: web.Request) -> dict[str, Any]:
     raw = await request.read()  # raises HTTPRequestEntityTooLarge (413) past the limit
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        # orjson, not the json module: a filter over 5,000 nodes is mostly encoding
+        # and decoding (docs/scheduling.md, bench/extender.py).
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
         raise web.HTTPBadRequest(text=f"request body is not JSON: {exc}") from exc
     if not isinstance(body, dict):
         raise web.HTTPBadRequest(text="request body is not a JSON object")
@@ -35,7 +37,7 @@ async def _body(request: web.Request) -> dict[str, Any]:
 
 
 def _reply(payload: Any) -> web.Response:
-    return web.Response(body=json.dumps(payload).encode(), content_type="application/json")
+    return web.Response(body=orjson.dumps(payload), content_type="application/json")
 
 
 def make_app(

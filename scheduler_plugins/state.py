@@ -11,7 +11,7 @@ when it never does (a bind the API server lost, a pod deleted in between).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -147,20 +147,35 @@ class ClusterState:
         return self._assumed
 
     # --- views ----------------------------------------------------------------
-    def views(self, names: list[str]) -> dict[str, NodeView]:
-        """The view of each named node (a node without a CNR has no headroom)."""
+    def _assumed_by_node(self) -> dict[str, list[PodRequest]]:
         extra: dict[str, list[PodRequest]] = {}
         for key, a in self.assumed().items():
             if key not in self._node_of:
                 extra.setdefault(a.node, []).append(a.pod)
-        out: dict[str, NodeView] = {}
+        return extra
+
+    def _build(self, name: str, extra: Mapping[str, list[PodRequest]]) -> NodeView:
+        pods = list(self._by_node.get(name, {}).values()) + extra.get(name, [])
+        view = node_view(self._cnrs.get(name), name, pods)
+        if name not in extra:
+            self._views[name] = view
+        return view
+
+    def view(self, name: str) -> NodeView:
+        """The view of node ``name`` (a node without a CNR has no headroom)."""
+        return self.views([name])[0]
+
+    def views(self, names: Sequence[str]) -> list[NodeView]:
+        """The view of each named node, in order. A cached view is the same object
+        until the node's CNR or pods change (callers may memoize on its identity); a
+        node with assumed pods is never cached, so its view is new on every call."""
+        extra = self._assumed_by_node()
         cache = self._views
-        for name in names:
-            view = None if name in extra else cache.get(name)
-            if view is None:
-                pods = list(self._by_node.get(name, {}).values()) + extra.get(name, [])
-                view = node_view(self._cnrs.get(name), name, pods)
-                if name not in extra:
-                    cache[name] = view
-            out[name] = view
-        return out
+        for node in extra:
+            cache.pop(node, None)
+        out = list(map(cache.get, names))  # in C: the common case is all cached
+        if not all(out):  # a NodeView is always true
+            for i, view in enumerate(out):
+                if view is None:
+                    out[i] = self._build(names[i], extra)
+        return out  # type: ignore[return-value]  # every None was replaced

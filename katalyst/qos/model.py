@@ -15,17 +15,22 @@ from katalyst.qos.errors import QoSValidationError
 
 __all__ = [
     "CPU_ENHANCEMENT_ANNOTATION",
+    "GPU_INDICES_ANNOTATION",
     "KATALYST_RESOURCES",
     "MEMORY_ENHANCEMENT_ANNOTATION",
     "NETWORK_ENHANCEMENT_ANNOTATION",
     "OOM_PRIORITY_IGNORE",
     "OOM_PRIORITY_TOP",
     "QOS_LEVEL_ANNOTATION",
+    "RDMA_DEVICES_ANNOTATION",
     "RESOURCE_GPU_MEMORY",
     "RESOURCE_MILLIGPU",
     "RESOURCE_NET_BANDWIDTH",
+    "RESOURCE_RDMA",
     "RESOURCE_RECLAIMED_MEMORY",
     "RESOURCE_RECLAIMED_MILLICPU",
+    "ZONE_GPU",
+    "ZONE_NIC",
     "QoSLevel",
     "default_oom_priority",
     "oom_priority_range",
@@ -51,6 +56,20 @@ RESOURCE_MILLIGPU: Final = "resource.katalyst.kubewharf.io/milligpu"
 """Extended resource: shared-GPU compute, in thousandths of a GPU."""
 RESOURCE_NET_BANDWIDTH: Final = "resource.katalyst.kubewharf.io/net_bandwidth"
 """Extended resource: network bandwidth, in Mbit/s."""
+RESOURCE_RDMA: Final = "resource.katalyst.kubewharf.io/rdma"
+"""Extended resource: RDMA NICs, whole devices (placed by the scheduler extender)."""
+
+GPU_INDICES_ANNOTATION: Final = "katalyst.kubewharf.io/gpu_indices"
+"""Pod annotation written at bind by the scheduler extender: the GPU indices chosen
+for the pod (``"0,3"``); the node's ``qrm_gpu_plugin`` allocates on them."""
+RDMA_DEVICES_ANNOTATION: Final = "katalyst.kubewharf.io/rdma_devices"
+"""Pod annotation written at bind by the scheduler extender: the RDMA NICs chosen for
+the pod (CNR NIC zone names, comma-separated); the node reports them allocated."""
+
+ZONE_GPU: Final = "GPU"
+"""CNR ``status.topologyZone`` type of one GPU (named by its index)."""
+ZONE_NIC: Final = "NIC"
+"""CNR ``status.topologyZone`` type of one RDMA NIC (named by its device)."""
 
 KATALYST_RESOURCES: Final = frozenset(
     {
@@ -59,6 +78,7 @@ KATALYST_RESOURCES: Final = frozenset(
         RESOURCE_GPU_MEMORY,
         RESOURCE_MILLIGPU,
         RESOURCE_NET_BANDWIDTH,
+        RESOURCE_RDMA,
     }
 )
 """The Katalyst extended resources above; Kubernetes requires extended resources to be

@@ -27,18 +27,20 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final, Literal
 
-from katalyst.qos import RESOURCE_RECLAIMED_MEMORY, RESOURCE_RECLAIMED_MILLICPU
+from katalyst.qos import (
+    GPU_INDICES_ANNOTATION,
+    RDMA_DEVICES_ANNOTATION,
+    RESOURCE_GPU_MEMORY,
+    RESOURCE_RDMA,
+    RESOURCE_RECLAIMED_MEMORY,
+    RESOURCE_RECLAIMED_MILLICPU,
+    ZONE_GPU,
+    ZONE_NIC,
+)
 
-RESOURCE_GPU_MEMORY: Final = "resource.katalyst.kubewharf.io/gpu_memory"
-RESOURCE_RDMA: Final = "resource.katalyst.kubewharf.io/rdma"
 ANNOTATION_GPU_COUNT: Final = "katalyst.kubewharf.io/gpu_count"
 ANNOTATION_RDMA_COUNT: Final = "katalyst.kubewharf.io/rdma_count"
 ANNOTATION_TOPOLOGY_POLICY: Final = "katalyst.kubewharf.io/topology_policy"
-ANNOTATION_GPU_INDICES: Final = "katalyst.kubewharf.io/gpu_indices"
-ANNOTATION_RDMA_DEVICES: Final = "katalyst.kubewharf.io/rdma_devices"
-"""The RDMA NICs the extender chose at bind: NIC zone names, comma-separated."""
-ZONE_GPU: Final = "GPU"
-ZONE_NIC: Final = "NIC"
 
 Policy = Literal["hard", "soft"]
 JSON = Mapping[str, Any]
@@ -125,6 +127,11 @@ class PodRequest:
     @property
     def wants_gpu(self) -> bool:
         return self.gpu_count > 0 and self.gpu_memory_mib > 0
+
+    @property
+    def managed(self) -> bool:
+        """Asks for a resource the extender accounts for (so a node needs a CNR)."""
+        return self.wants_reclaimed or self.wants_gpu or self.rdma > 0
 
     @property
     def key(self) -> str:
@@ -217,12 +224,12 @@ def parse_pod(pod: object) -> PodRequest:
             "is not one of hard, soft"
         )
     indices: tuple[int, ...] = ()
-    raw = annotations.get(ANNOTATION_GPU_INDICES)
+    raw = annotations.get(GPU_INDICES_ANNOTATION)
     if isinstance(raw, str) and raw.strip():
-        where = f"Pod.metadata.annotations[{ANNOTATION_GPU_INDICES}]"
+        where = f"Pod.metadata.annotations[{GPU_INDICES_ANNOTATION}]"
         indices = tuple(_count(part, where) for part in raw.split(","))
     devices: tuple[str, ...] = ()
-    raw = annotations.get(ANNOTATION_RDMA_DEVICES)
+    raw = annotations.get(RDMA_DEVICES_ANNOTATION)
     if isinstance(raw, str):
         devices = tuple(part.strip() for part in raw.split(",") if part.strip())
     return PodRequest(
@@ -240,7 +247,7 @@ def parse_pod(pod: object) -> PodRequest:
     )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Gpu:
     index: int
     uuid: str
@@ -248,13 +255,15 @@ class Gpu:
     allocated_mib: int = 0
     numa: int | None = None
     pcie_switch: str | None = None
+    free_mib: int = field(init=False, compare=False, repr=False)
+    """``memory_mib - allocated_mib``, at least 0: read by every plugin for every node
+    judged, so computed once."""
 
-    @property
-    def free_mib(self) -> int:
-        return max(0, self.memory_mib - self.allocated_mib)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "free_mib", max(0, self.memory_mib - self.allocated_mib))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Nic:
     name: str
     numa: int | None = None
@@ -262,7 +271,7 @@ class Nic:
     allocated: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NodeView:
     """One node as the plugins see it. ``reclaimed_*`` is ``None`` when the node has
     no CNR (nothing reported: nothing may be placed there)."""

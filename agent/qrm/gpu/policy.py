@@ -66,7 +66,7 @@ from agent.qrm.types import (
     valid_pod_uid,
 )
 from katalyst.checkpoint import JSONValue
-from katalyst.qos import RESOURCE_GPU_MEMORY, PodUID
+from katalyst.qos import GPU_INDICES_ANNOTATION, RESOURCE_GPU_MEMORY, PodUID
 
 __all__ = [
     "ENV_ACTIVE_THREAD_PERCENTAGE",
@@ -85,8 +85,6 @@ __all__ = [
 
 PLUGIN_NAME: Final = "qrm_gpu_plugin"
 RESOURCE: Final = RESOURCE_GPU_MEMORY
-#: Pod annotation: the GPU indices the scheduler chose (``"0,3"``); also on the answer.
-GPU_INDICES_ANNOTATION: Final = "katalyst.kubewharf.io/gpu_indices"
 #: On the answer: the chosen GPUs' UUIDs, comma-separated, in the order of the indices.
 GPU_UUIDS_ANNOTATION: Final = "katalyst.kubewharf.io/gpu_uuids"
 #: On the answer: the MiB given on each GPU, comma-separated, in the order of the indices.

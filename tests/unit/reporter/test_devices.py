@@ -9,10 +9,11 @@ from typing import Any
 from agent.gpu.inventory import GPU, RDMADevice
 from agent.qrm.gpu.policy import GPUPolicy
 from agent.reporter import ReclaimSample, Target
-from agent.reporter.devices import device_zones
+from agent.reporter.devices import device_zones, rdma_allocations
 from agent.reporter.wire import cnr_status_patch, replace_device_zones
 from katalyst.clock import FakeClock
-from katalyst.qos import RESOURCE_GPU_MEMORY
+from katalyst.qos import RDMA_DEVICES_ANNOTATION, RESOURCE_GPU_MEMORY, RESOURCE_RDMA, PodView
+from scheduler_plugins.plugins.model import parse_cnr
 from tests.unit.reporter.support import GIB, make_planner, succeed
 
 GPUS = (
@@ -76,3 +77,42 @@ async def test_a_changed_allocation_is_reported_after_the_rate_limit() -> None:
     report = planner.due()
     assert report is not None and report.targets == {Target.CNR: "change"}
     assert dataclasses.replace(report.values).devices == tuple(taken)
+
+
+def _view(uid: str, annotations: dict[str, str]) -> PodView:
+    return PodView.from_dict(
+        {
+            "metadata": {
+                "name": f"p-{uid}",
+                "namespace": "ml",
+                "uid": uid,
+                "annotations": annotations,
+            },
+            "spec": {"containers": [{"name": "c"}]},
+        }
+    )
+
+
+def test_a_nic_named_by_a_bound_pod_is_reported_allocated_to_it() -> None:
+    pods = [
+        _view("u2", {RDMA_DEVICES_ANNOTATION: "mlx5_0, mlx5_9"}),  # mlx5_9: not here
+        _view("u1", {RDMA_DEVICES_ANNOTATION: "mlx5_0,"}),
+        _view("u3", {}),
+    ]
+    holders = rdma_allocations(pods)
+    assert holders == {"mlx5_0": ("u1", "u2"), "mlx5_9": ("u2",)}
+    other = RDMADevice(name="mlx5_1", netdevs=("eth3",), numa_node=1)
+    zones = device_zones(None, [other, NIC], holders)
+    assert [(z["name"], z["allocations"]) for z in zones] == [
+        (
+            "mlx5_0",
+            [
+                {"consumer": "u1", "requests": {RESOURCE_RDMA: "1"}},
+                {"consumer": "u2", "requests": {RESOURCE_RDMA: "1"}},
+            ],
+        ),
+        ("mlx5_1", []),
+    ]
+    # The extender reads exactly this: the held NIC is taken, the other is free.
+    cnr = parse_cnr({"metadata": {"name": "n"}, "status": {"topologyZone": list(zones)}})
+    assert [(n.name, n.allocated) for n in cnr.nics] == [("mlx5_0", True), ("mlx5_1", False)]

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from katalyst.qos import RESOURCE_RECLAIMED_MEMORY, RESOURCE_RECLAIMED_MILLICPU
+from katalyst.qos import RESOURCE_GPU_MEMORY, RESOURCE_RECLAIMED_MEMORY, RESOURCE_RECLAIMED_MILLICPU
 from scheduler_plugins.plugins.model import (
     ANNOTATION_GPU_COUNT,
     ANNOTATION_RDMA_COUNT,
     ANNOTATION_TOPOLOGY_POLICY,
-    RESOURCE_GPU_MEMORY,
 )
 
 GIB = 2**30

@@ -6,8 +6,12 @@ from pathlib import Path
 
 import yaml
 
-from katalyst.qos import RESOURCE_RECLAIMED_MEMORY, RESOURCE_RECLAIMED_MILLICPU
-from scheduler_plugins.plugins.model import RESOURCE_GPU_MEMORY, RESOURCE_RDMA
+from katalyst.qos import (
+    RESOURCE_GPU_MEMORY,
+    RESOURCE_RDMA,
+    RESOURCE_RECLAIMED_MEMORY,
+    RESOURCE_RECLAIMED_MILLICPU,
+)
 
 CONFIG = Path(__file__).parents[3] / "deploy" / "scheduler" / "scheduler-config.yaml"
 

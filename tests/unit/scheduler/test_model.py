@@ -4,9 +4,8 @@ from typing import Any
 
 import pytest
 
+from katalyst.qos import GPU_INDICES_ANNOTATION, RDMA_DEVICES_ANNOTATION
 from scheduler_plugins.plugins.model import (
-    ANNOTATION_GPU_INDICES,
-    ANNOTATION_RDMA_DEVICES,
     RequestError,
     node_view,
     parse_cnr,
@@ -61,7 +60,7 @@ def test_a_pod_sums_its_containers_and_takes_limits_for_missing_requests() -> No
 
 
 def test_gpu_count_defaults_to_one_and_indices_are_read() -> None:
-    req = parse_pod(pod_json(gpu_memory=100, annotations={ANNOTATION_GPU_INDICES: "0,3"}))
+    req = parse_pod(pod_json(gpu_memory=100, annotations={GPU_INDICES_ANNOTATION: "0,3"}))
     assert req.gpu_count == 1
     assert req.gpu_indices == (0, 3)
 
@@ -111,9 +110,9 @@ def test_a_cnr_gives_headroom_gpus_and_nics_and_pods_are_taken_off() -> None:
         ("mlx5_1", 1, True),
     ]
     # uid-a is already counted by the CNR on gpu 0; uid-b is not yet.
-    a = parse_pod(pod_json("a", gpu_memory=4096, annotations={ANNOTATION_GPU_INDICES: "0"}))
+    a = parse_pod(pod_json("a", gpu_memory=4096, annotations={GPU_INDICES_ANNOTATION: "0"}))
     b = parse_pod(
-        pod_json("b", millicpu=1000, gpu_memory=2048, annotations={ANNOTATION_GPU_INDICES: "0"})
+        pod_json("b", millicpu=1000, gpu_memory=2048, annotations={GPU_INDICES_ANNOTATION: "0"})
     )
     view = node_view(cnr, "n1", [a, b])
     assert view.requested_millicpu == 1000
@@ -136,11 +135,11 @@ def test_a_pods_gpu_memory_over_its_gpus_rounds_up_as_the_node_splits_it() -> No
 
 
 def test_rdma_devices_are_read_from_the_annotation() -> None:
-    req = parse_pod(pod_json(rdma=2, annotations={ANNOTATION_RDMA_DEVICES: "mlx5_0, mlx5_3"}))
+    req = parse_pod(pod_json(rdma=2, annotations={RDMA_DEVICES_ANNOTATION: "mlx5_0, mlx5_3"}))
     assert req.rdma_devices == ("mlx5_0", "mlx5_3")
     assert parse_pod(pod_json(rdma=1)).rdma_devices == ()
-    assert parse_pod(pod_json(annotations={ANNOTATION_RDMA_DEVICES: ""})).rdma_devices == ()
-    assert ANNOTATION_RDMA_DEVICES == "katalyst.kubewharf.io/rdma_devices"
+    assert parse_pod(pod_json(annotations={RDMA_DEVICES_ANNOTATION: ""})).rdma_devices == ()
+    assert RDMA_DEVICES_ANNOTATION == "katalyst.kubewharf.io/rdma_devices"
 
 
 def test_nics_named_by_pods_are_allocated_in_the_node_view() -> None:
@@ -155,9 +154,9 @@ def test_nics_named_by_pods_are_allocated_in_the_node_view() -> None:
             ],
         )
     )
-    a = parse_pod(pod_json("a", rdma=1, annotations={ANNOTATION_RDMA_DEVICES: "mlx5_1"}))
+    a = parse_pod(pod_json("a", rdma=1, annotations={RDMA_DEVICES_ANNOTATION: "mlx5_1"}))
     # mlx5_2 is allocated in the CNR already (and stays so); mlx5_9 is not on the node.
-    b = parse_pod(pod_json("b", rdma=2, annotations={ANNOTATION_RDMA_DEVICES: "mlx5_2,mlx5_9"}))
+    b = parse_pod(pod_json("b", rdma=2, annotations={RDMA_DEVICES_ANNOTATION: "mlx5_2,mlx5_9"}))
     view = node_view(cnr, "n1", [a, b])
     assert [(n.name, n.allocated) for n in view.nics] == [
         ("mlx5_0", False),

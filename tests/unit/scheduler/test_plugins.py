@@ -3,9 +3,9 @@ from __future__ import annotations
 import pytest
 
 from katalyst.clock import FakeClock
+from katalyst.qos import RDMA_DEVICES_ANNOTATION
 from scheduler_plugins.plugins import gpu_share, rdma_topology, reclaimed_fit
 from scheduler_plugins.plugins.model import (
-    ANNOTATION_RDMA_DEVICES,
     Gpu,
     Nic,
     NodeView,
@@ -206,13 +206,13 @@ def test_rdma_placement_avoids_nics_taken_by_annotated_pods() -> None:
     pod = req(gpu_memory_mib=1024, gpu_count=1, rdma=1, policy="hard")
     free = rdma_topology.place(pod, node_view(cnr, "n", []))
     assert free == rdma_topology.Placement(gpus=(0,), nics=("mlx5_0",), level="pcie_switch")
-    holder = parse_pod(pod_json("h", rdma=1, annotations={ANNOTATION_RDMA_DEVICES: "mlx5_0"}))
+    holder = parse_pod(pod_json("h", rdma=1, annotations={RDMA_DEVICES_ANNOTATION: "mlx5_0"}))
     view = node_view(cnr, "n", [holder])
     # GPU 0 is still free, but its NIC is taken: the placement moves to switch s1.
     assert rdma_topology.place(pod, view) == rdma_topology.Placement(
         gpus=(1,), nics=("mlx5_1",), level="pcie_switch"
     )
-    both = parse_pod(pod_json("b", rdma=2, annotations={ANNOTATION_RDMA_DEVICES: "mlx5_0,mlx5_1"}))
+    both = parse_pod(pod_json("b", rdma=2, annotations={RDMA_DEVICES_ANNOTATION: "mlx5_0,mlx5_1"}))
     full = node_view(cnr, "n", [both])
     assert rdma_topology.place(pod, full) is None
     assert rdma_topology.filter(pod, full) == "node has 0 free RDMA NICs, pod needs 1"
@@ -225,8 +225,8 @@ async def test_assumed_nics_are_taken_until_the_assumption_expires() -> None:
     state.set_cnr(_two_switch_cnr())
     pod = parse_pod(pod_json("a", gpu_memory=1024, rdma=1))
     state.assume(pod, "n", (0,), ("mlx5_0",))
-    view = state.views(["n"])["n"]
+    view = state.view("n")
     assert [(n.name, n.allocated) for n in view.nics] == [("mlx5_0", True), ("mlx5_1", False)]
     assert view.gpus[0].allocated_mib == 1024
     await clock.advance(10.0)
-    assert not any(n.allocated for n in state.views(["n"])["n"].nics)
+    assert not any(n.allocated for n in state.view("n").nics)
