@@ -20,7 +20,7 @@ demo: $(STAMP)
 
 ## test: ruff, mypy --strict, import-linter, then the whole pytest suite (kernel tests included)
 test: lint typecheck imports
-	$(BIN)/python -m pytest
+	KATALYST_RBAC_COVERAGE=1 $(BIN)/python -m pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -794,7 +794,7 @@ async def _cluster(
         )
         return None
     try:
-        api = await connect(config.kubeconfig)
+        api = await connect(config.kubeconfig, node_name=config.node_name)
     except ApiServerError as exc:
         if orm:
             raise StartupError(f"mode orm needs the API server: {exc}") from exc

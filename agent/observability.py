@@ -32,6 +32,7 @@ from agent.metaserver.metrics import (
 from agent.qrm.cpu import CPUPolicy
 from agent.qrm.server import PluginServer
 from katalyst.clock import Clock
+from katalyst.httpserve import serve
 
 __all__ = [
     "AgentCollector",
@@ -270,17 +271,6 @@ def build_app(
 async def start_http(app: web.Application, addr: str) -> tuple[web.AppRunner, str]:
     """Serve ``app`` on ``host:port`` (port 0: any free one); return the runner (its
     ``cleanup`` stops it) and the address actually bound."""
-    host, _, port = addr.rpartition(":")
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host.strip("[]"), int(port))
-    try:
-        await site.start()
-    except OSError:
-        await runner.cleanup()
-        raise
-    bound = runner.addresses[0]
-    host_part = f"[{bound[0]}]" if ":" in str(bound[0]) else str(bound[0])
-    url_addr = f"{host_part}:{bound[1]}"
+    runner, url_addr = await serve(app, addr)
     log.info("metrics and health on http://%s/metrics and /healthz", url_addr)
     return runner, url_addr

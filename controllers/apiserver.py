@@ -20,7 +20,10 @@ is here, so that its traffic has one place to be read, rate-limited and tested.
   step. The copy also takes the answers of the controller's own writes
   (:meth:`Informer.observe`), so that a pass that runs before the watch event
   arrives does not write the same thing twice.
-* :class:`ApiLeaseClient` is :class:`controllers.leader.LeaseClient` on a Lease.
+* :class:`ApiLeaseClient` is :class:`katalyst.leader.LeaseClient` on a Lease.
+* :class:`ApiWebhookClient` makes the requests of the webhook's secret mode: its
+  TLS Secret (get, create, update) and the ``caBundle`` of the webhook
+  configurations (get, update).
 
 The client's ``kubernetes.aio.leaderelection`` and ``watch.Watch`` are not used:
 the former's LeaseLock passes ``pretty=True``, which the client's own validation
@@ -43,19 +46,17 @@ import yaml
 from kubernetes.aio import client as k8s_client
 from kubernetes.aio import config as k8s_config
 
-from controllers.leader import (
-    LeaseConflict,
-    LeaseError,
-    LeaseRecord,
-    lease_spec,
-    record_from_lease,
-)
 from controllers.resources import LEASES, Resource
 from katalyst.clock import Clock, first_of
+from katalyst.leader import LeaseConflict, LeaseError, LeaseRecord, lease_object, record_from_lease
 
 __all__ = [
+    "MUTATING_WEBHOOK_CONFIGURATIONS",
+    "SECRETS",
+    "VALIDATING_WEBHOOK_CONFIGURATIONS",
     "ApiError",
     "ApiLeaseClient",
+    "ApiWebhookClient",
     "Informer",
     "Kube",
     "Obj",
@@ -70,6 +71,22 @@ log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
 """An object as the API server sends it (decoded JSON, camelCase keys)."""
+
+SECRETS = Resource("", "v1", "secrets", "Secret", namespaced=True)
+MUTATING_WEBHOOK_CONFIGURATIONS = Resource(
+    "admissionregistration.k8s.io",
+    "v1",
+    "mutatingwebhookconfigurations",
+    "MutatingWebhookConfiguration",
+    namespaced=False,
+)
+VALIDATING_WEBHOOK_CONFIGURATIONS = Resource(
+    "admissionregistration.k8s.io",
+    "v1",
+    "validatingwebhookconfigurations",
+    "ValidatingWebhookConfiguration",
+    namespaced=False,
+)
 
 HTTP_GONE = 410
 #: A watch line longer than this is a broken stream, not an object (etcd's limit is 1.5 MiB).
@@ -100,6 +117,11 @@ class ApiError(Exception):
     @property
     def not_found(self) -> bool:
         return self.status == 404
+
+    @property
+    def forbidden(self) -> bool:
+        """403: RBAC does not let this process make the request."""
+        return self.status == 403
 
 
 class ConnectError(Exception):
@@ -480,6 +502,8 @@ class Informer:
         """Whether a list has arrived (the store means something from then on)."""
         self.not_found = False
         """Whether the last list was answered 404: the resource is not served."""
+        self.forbidden = False
+        """Whether the last list was answered 403: RBAC does not let us read it."""
         self.lists = 0
         self.failures = 0
         """Failed requests in a row (0 while healthy)."""
@@ -532,8 +556,8 @@ class Informer:
                 log.info("%s: watch expired (%s); listing again", self.resource.short, exc)
                 self._version = None
             except ApiError as exc:
-                if exc.not_found and self._version is None:
-                    self._not_served()
+                if (exc.not_found or exc.forbidden) and self._version is None:
+                    self._not_served(forbidden=exc.forbidden)
                 self.failures += 1
                 delay = backoff(self.failures, self._settings, self._rng)
                 log.warning(
@@ -545,9 +569,11 @@ class Informer:
                 )
                 await first_of(self._clock.sleep(delay), stop, self._relist)
 
-    def _not_served(self) -> None:
-        # A 404 on the collection: the CRD is not installed. Nothing of it exists;
-        # say so once, so that the controller can report it on the KCC.
+    def _not_served(self, *, forbidden: bool = False) -> None:
+        # A 404 on the collection: the CRD is not installed (a 403: we may not read
+        # it). Nothing of it can be seen; say so once, so that the controller can
+        # report it on the KCC.
+        self.forbidden = forbidden
         if not self.not_found:
             self.not_found = True
             self._replace({})
@@ -567,7 +593,7 @@ class Informer:
 
     async def _list(self) -> None:
         items, version = await self.kube.list(self.resource)
-        self.not_found = False
+        self.not_found = self.forbidden = False
         kept = (self._transform(item) for item in items)
         self._replace({object_key(item): item for item in kept})
         self._version = version
@@ -664,7 +690,7 @@ class Informer:
 
 
 class ApiLeaseClient:
-    """:class:`controllers.leader.LeaseClient` on the Lease ``namespace/name``."""
+    """:class:`katalyst.leader.LeaseClient` on the Lease ``namespace/name``."""
 
     def __init__(self, kube: Kube, *, namespace: str, name: str) -> None:
         self._kube = kube
@@ -679,25 +705,11 @@ class ApiLeaseClient:
         return None if obj is None else record_from_lease(obj)
 
     async def create(self, record: LeaseRecord) -> LeaseRecord:
-        body = {
-            "apiVersion": LEASES.api_version,
-            "kind": LEASES.kind,
-            "metadata": {"name": self._name, "namespace": self._namespace},
-            "spec": lease_spec(record),
-        }
+        body = lease_object(record, namespace=self._namespace, name=self._name)
         return await self._write(self._kube.create(LEASES, body))
 
     async def update(self, record: LeaseRecord) -> LeaseRecord:
-        body = {
-            "apiVersion": LEASES.api_version,
-            "kind": LEASES.kind,
-            "metadata": {
-                "name": self._name,
-                "namespace": self._namespace,
-                "resourceVersion": record.resource_version,
-            },
-            "spec": lease_spec(record),
-        }
+        body = lease_object(record, namespace=self._namespace, name=self._name)
         return await self._write(self._kube.replace(LEASES, body, status=False))
 
     async def _write(self, request: Any) -> LeaseRecord:
@@ -709,3 +721,59 @@ class ApiLeaseClient:
                 raise LeaseConflict(f"{where}: {exc}") from exc
             raise LeaseError(f"{where}: {exc}") from exc
         return record_from_lease(stored)
+
+
+# ---- the webhook's Secret and configurations -------------------------------------------
+
+
+class ApiWebhookClient:
+    """The webhook's secret mode: Secrets in ``namespace`` and the ``caBundle`` of
+    webhook configurations. Failures are :class:`ApiError`."""
+
+    def __init__(self, kube: Kube, *, namespace: str) -> None:
+        self._kube = kube
+        self.namespace = namespace
+
+    async def get_secret(self, name: str) -> Obj | None:
+        """GET the Secret; None when there is none."""
+        return await self._kube.get(SECRETS, name, self.namespace)
+
+    async def create_secret(self, obj: Mapping[str, Any]) -> Obj:
+        """POST the Secret (409 ``AlreadyExists`` when another replica was first)."""
+        body = dict(obj, apiVersion=SECRETS.api_version, kind=SECRETS.kind)
+        return await self._kube.create(SECRETS, body)
+
+    async def replace_secret(self, obj: Mapping[str, Any]) -> Obj:
+        """PUT the Secret, conditional on its ``metadata.resourceVersion`` (409 when
+        another replica wrote it since it was read)."""
+        body = dict(obj, apiVersion=SECRETS.api_version, kind=SECRETS.kind)
+        return await self._kube.replace(SECRETS, body, status=False)
+
+    async def set_ca_bundle(self, resource: Resource, name: str, ca_bundle: str) -> bool | None:
+        """Set ``webhooks[*].clientConfig.caBundle`` of the configuration ``name`` to
+        ``ca_bundle`` (base64 of PEM) where it differs: GET, then a conditional PUT
+        (one retry on a conflict). True: written; False: already so; None: there is
+        no such configuration."""
+        current = await self._kube.get(resource, name)
+        if current is None:
+            return None
+
+        def change(obj: Obj) -> Obj | None:
+            webhooks = obj.get("webhooks")
+            if not isinstance(webhooks, list):
+                return None
+            changed = False
+            new_hooks: list[Any] = []
+            for hook in webhooks:
+                new_hook = hook
+                if isinstance(hook, dict):
+                    client = hook.get("clientConfig")
+                    client = dict(client) if isinstance(client, Mapping) else {}
+                    if client.get("caBundle") != ca_bundle:
+                        client["caBundle"] = ca_bundle
+                        new_hook = dict(hook, clientConfig=client)
+                        changed = True
+                new_hooks.append(new_hook)
+            return dict(obj, webhooks=new_hooks) if changed else None
+
+        return await self._kube.rewrite(resource, current, change, status=False) is not None

@@ -7,9 +7,13 @@ Each process has exactly one composition root: it builds every dependency and
 runs the loops and servers as children of one task group (the first failure
 cancels the siblings). Here: the API client (:mod:`controllers.apiserver`), the
 reconciler with its watches (:mod:`controllers.reconcile`), the leader elector
-(:mod:`controllers.leader`), and /metrics and /healthz
-(:mod:`controllers.metrics`). SIGTERM or SIGINT stops the writes, releases the
-Lease (a standby takes over at its next try) and exits 0.
+(:mod:`katalyst.leader`), /metrics and /healthz
+(:mod:`controllers.metrics`), and, with ``--webhook-addr``, the admission
+webhook over HTTPS (:mod:`controllers.webhook.server`) with its certificate source
+(a mounted directory, :mod:`controllers.webhook.tls`, or a Secret the controller
+manages, :mod:`controllers.webhook.secret`). Every replica serves the webhook; only
+the leader writes the webhook configurations' ``caBundle``. SIGTERM or SIGINT stops
+the writes, releases the Lease (a standby takes over at its next try) and exits 0.
 """
 
 from __future__ import annotations
@@ -24,9 +28,15 @@ from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry
 
-from controllers.apiserver import ApiLeaseClient, ConnectError, WatchSettings, connect
+from controllers.apiserver import (
+    ApiLeaseClient,
+    ApiWebhookClient,
+    ConnectError,
+    Kube,
+    WatchSettings,
+    connect,
+)
 from controllers.config import ControllerConfig, FlagError, build_parser, load_config
-from controllers.leader import LeaderElector, LeaseSettings
 from controllers.metrics import (
     ControllerCollector,
     ControllerMetrics,
@@ -35,8 +45,18 @@ from controllers.metrics import (
     start_http,
 )
 from controllers.reconcile import Controller
+from controllers.webhook.certs import CertError
+from controllers.webhook.secret import SecretCertSource
+from controllers.webhook.server import (
+    CertCollector,
+    WebhookMetrics,
+    build_webhook_app,
+    start_https,
+)
+from controllers.webhook.tls import CertDirSource, ServingCert
 from katalyst import __version__
 from katalyst.clock import Clock, MonotonicClock
+from katalyst.leader import LeaderElector, LeaseSettings
 from katalyst.logsetup import configure_logging
 
 __all__ = ["PROG", "StartupError", "main", "run"]
@@ -57,11 +77,12 @@ async def run(
     clock: Clock | None = None,
     registry: CollectorRegistry | None = None,
     http_ready: asyncio.Future[str] | None = None,
+    webhook_ready: asyncio.Future[str] | None = None,
     rng: random.Random | None = None,
 ) -> None:
     """Run until ``stop`` is set (then release the Lease if leading). ``http_ready``
-    receives the address /metrics and /healthz are bound to. Cancelled, it stops
-    without releasing (as a killed process would)."""
+    receives the address /metrics and /healthz are bound to, ``webhook_ready`` the
+    webhook's. Cancelled, it stops without releasing (as a killed process would)."""
     clock = clock or MonotonicClock()
     registry = registry or CollectorRegistry()
     try:
@@ -90,6 +111,13 @@ async def run(
             ),
             rng=rng,
         )
+        secret_source: SecretCertSource | None = None
+
+        def on_leading(leading: bool) -> None:
+            controller.set_leading(leading)
+            if secret_source is not None:
+                secret_source.set_leading(leading)
+
         elector = LeaderElector(
             ApiLeaseClient(kube, namespace=config.namespace, name=config.lease_name),
             identity=config.identity,
@@ -99,9 +127,10 @@ async def run(
                 retry_period_s=config.retry_period_s,
             ),
             clock=clock,
-            on_change=controller.set_leading,
+            on_change=on_leading,
             rng=rng,
         )
+
         registry.register(
             ControllerCollector(
                 lambda: controller.state(leading=elector.leading, terms=elector.terms)
@@ -125,6 +154,34 @@ async def run(
         stack.push_async_callback(runner.cleanup)
         if http_ready is not None and not http_ready.done():
             http_ready.set_result(bound)
+        dir_source: CertDirSource | None = None
+        if config.webhook_addr:
+            serving = ServingCert()
+            stack.callback(serving.close)
+            if config.webhook_cert_dir is not None:
+                dir_source = CertDirSource(serving, config.webhook_cert_dir, clock=clock)
+                try:
+                    dir_source.load()
+                except CertError as exc:
+                    raise StartupError(f"--webhook-cert-dir: {exc}") from exc
+            else:
+                secret_source = _secret_source(kube, serving, config, clock=clock, rng=rng)
+            registry.register(CertCollector(serving))
+            app = build_webhook_app(
+                config=config.admission,
+                metrics=WebhookMetrics(registry),
+                serving=serving,
+                max_body_bytes=config.webhook_max_body_bytes,
+            )
+            try:
+                webhook_runner, webhook_bound = await start_https(
+                    app, config.webhook_addr, serving.context
+                )
+            except OSError as exc:
+                raise StartupError(f"--webhook-addr {config.webhook_addr}: {exc.strerror}") from exc
+            stack.push_async_callback(webhook_runner.cleanup)
+            if webhook_ready is not None and not webhook_ready.done():
+                webhook_ready.set_result(webhook_bound)
         log.info(
             "%s %s: identity %s, lease %s/%s",
             PROG,
@@ -136,7 +193,33 @@ async def run(
         async with asyncio.TaskGroup() as group:
             group.create_task(controller.run(stop))
             group.create_task(elector.run(stop))
+            if dir_source is not None:
+                group.create_task(dir_source.run(stop))
+            if secret_source is not None:
+                group.create_task(secret_source.run(stop))
     log.info("stopped")
+
+
+def _secret_source(
+    kube: Kube,
+    serving: ServingCert,
+    config: ControllerConfig,
+    *,
+    clock: Clock,
+    rng: random.Random | None,
+) -> SecretCertSource:
+    return SecretCertSource(
+        ApiWebhookClient(kube, namespace=config.namespace),
+        serving,
+        secret=config.webhook_cert_secret,
+        service=config.webhook_service,
+        configurations=config.webhook_configurations,
+        clock=clock,
+        retry=WatchSettings(
+            backoff_initial_s=config.backoff_initial_s, backoff_max_s=config.backoff_max_s
+        ),
+        rng=rng,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,6 +1,7 @@
 """The controller's settings: one frozen dataclass, from the environment and the flags.
 
-There is no configuration file: a Deployment passes flags, and the downward API
+There is no configuration file for the controller itself (the webhook's admission
+settings are one, ``--webhook-config``): a Deployment passes flags, and the downward API
 gives the pod's name and namespace in ``POD_NAME`` and ``POD_NAMESPACE``, the
 defaults of ``--identity`` and ``--namespace``. Every value is checked at start-up;
 a bad one is refused with a message naming the flag and the rule, and the
@@ -20,14 +21,16 @@ import ipaddress
 import math
 import os
 import re
-import socket
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
 
+from controllers.webhook.admission import AdmissionConfig
+from controllers.webhook.server import DEFAULT_MAX_BODY_BYTES
+from controllers.webhook.settings import AdmissionConfigError, load_admission_config
 from katalyst.entrypoint import base_parser
+from katalyst.leader import JITTER_FACTOR, LeaseFlagError, check_lease_flags, default_identity
 
 __all__ = [
     "DEFAULT_METRICS_ADDR",
@@ -40,26 +43,14 @@ __all__ = [
 ]
 
 DEFAULT_METRICS_ADDR: Final = "127.0.0.1:9317"
-JITTER_FACTOR: Final = 1.2
-"""client-go's: a standby retries every ``retry-period * (1 + rand * 1.2)``, and the
-renew deadline must leave room for one such retry."""
-
-_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS_1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+MIN_BODY_BYTES: Final = 64 * 1024
+"""The least ``--webhook-max-body-bytes``: below it, ordinary pods would be refused."""
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 
 class FlagError(ValueError):
     """A flag's value broke its rule; the message names the flag."""
-
-
-def default_identity(env: Mapping[str, str] | None = None) -> str:
-    """``$POD_NAME``, else ``<hostname>_<random>`` (client-go's habit), so that two
-    replicas on one host never share an identity."""
-    env = os.environ if env is None else env
-    name = env.get("POD_NAME", "").strip()
-    if name:
-        return name
-    return f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
 
 
 @dataclass(frozen=True)
@@ -101,6 +92,30 @@ class ControllerConfig:
     a row (not a flag)."""
     backoff_max_s: float = 30.0
     """Cap of the retry delay, seconds (not a flag)."""
+    webhook_addr: str = ""
+    """``--webhook-addr``: ``host:port`` of the admission webhook's HTTPS server (port 0:
+    any free port); empty (the default): the webhook is off. Manifests pass
+    ``0.0.0.0:9443``."""
+    webhook_cert_dir: Path | None = None
+    """``--webhook-cert-dir``: a directory with ``tls.crt`` and ``tls.key`` (a mounted
+    Secret that cert-manager or Helm fills), reloaded when they change. Exactly one of
+    this and ``webhook_cert_secret`` when the webhook is on."""
+    webhook_cert_secret: str = ""
+    """``--webhook-cert-secret``: the ``kubernetes.io/tls`` Secret in ``namespace`` that
+    the controller issues, renews (30 days before expiry) and serves; the leader puts
+    its CA in the webhook configurations' ``caBundle``."""
+    webhook_service: str = "katalyst-webhook"
+    """``--webhook-service``: the Service in ``namespace`` the API server calls the
+    webhook through; the names the issued certificate covers (secret mode)."""
+    webhook_configurations: str = "katalyst-webhook"
+    """``--webhook-configurations``: the Mutating- and ValidatingWebhookConfiguration
+    whose ``caBundle`` the leader keeps (secret mode)."""
+    webhook_config: Path | None = None
+    """``--webhook-config``: the YAML file ``admission`` was read from (None: defaults)."""
+    admission: AdmissionConfig = field(default_factory=AdmissionConfig)
+    """Excluded namespaces and default QoS levels, from ``--webhook-config``."""
+    webhook_max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    """``--webhook-max-body-bytes``: larger request bodies are answered 413. Default 4 MiB."""
 
     def __post_init__(self) -> None:
         check(self)
@@ -117,6 +132,13 @@ _FLAGS: Final[Mapping[str, str]] = {
     "renew_deadline_s": "--renew-deadline-s",
     "retry_period_s": "--retry-period-s",
     "log_format": "--log-format",
+    "webhook_addr": "--webhook-addr",
+    "webhook_cert_dir": "--webhook-cert-dir",
+    "webhook_cert_secret": "--webhook-cert-secret",
+    "webhook_service": "--webhook-service",
+    "webhook_configurations": "--webhook-configurations",
+    "webhook_config": "--webhook-config",
+    "webhook_max_body_bytes": "--webhook-max-body-bytes",
 }
 
 
@@ -137,65 +159,82 @@ def check(config: ControllerConfig) -> None:
     """Refuse a configuration that breaks a rule, naming the flag."""
     if config.kubeconfig is not None and not config.kubeconfig.is_file():
         raise FlagError(f"--kubeconfig: {str(config.kubeconfig)!r} is not a file")
-    if len(config.namespace) > 63 or not _DNS_LABEL.fullmatch(config.namespace):
-        raise FlagError(
-            f"--namespace: {config.namespace!r} is not a namespace name (at most 63 of a-z 0-9 "
-            "and -, starting and ending alphanumeric)"
+    try:
+        check_lease_flags(
+            namespace=config.namespace,
+            lease_name=config.lease_name,
+            identity=config.identity,
+            lease_duration_s=config.lease_duration_s,
+            renew_deadline_s=config.renew_deadline_s,
+            retry_period_s=config.retry_period_s,
         )
-    if len(config.lease_name) > 253 or not _DNS_SUBDOMAIN.fullmatch(config.lease_name):
-        raise FlagError(
-            f"--lease-name: {config.lease_name!r} is not an object name (a DNS subdomain: "
-            "a-z 0-9 - and ., at most 253)"
-        )
-    if not config.identity or len(config.identity) > 253 or not config.identity.isprintable():
-        raise FlagError(
-            f"--identity: {config.identity!r} must be 1 to 253 printable characters "
-            "(the pod's name)"
-        )
-    _check_addr(config.metrics_addr)
+    except LeaseFlagError as exc:
+        raise FlagError(str(exc)) from None
+    _check_addr("--metrics-addr", config.metrics_addr)
     for name in (
         "resync_s",
-        "renew_deadline_s",
-        "retry_period_s",
         "request_timeout_s",
         "backoff_initial_s",
         "backoff_max_s",
     ):
         _positive(config, name)
-    duration = config.lease_duration_s
-    if isinstance(duration, bool) or not isinstance(duration, int) or duration < 1:
-        raise FlagError(
-            f"--lease-duration-s: must be a whole number of seconds >= 1 (the Lease's "
-            f"leaseDurationSeconds), got {duration!r}"
-        )
-    if not config.renew_deadline_s < duration:
-        raise FlagError(
-            f"--renew-deadline-s: must be less than --lease-duration-s ({duration}), got "
-            f"{config.renew_deadline_s!r}: a leader must stop writing before a standby may "
-            "take over"
-        )
-    if not config.renew_deadline_s > JITTER_FACTOR * config.retry_period_s:
-        raise FlagError(
-            f"--renew-deadline-s: must be more than {JITTER_FACTOR} x --retry-period-s "
-            f"({JITTER_FACTOR * config.retry_period_s:g}), got {config.renew_deadline_s!r}"
-        )
     if config.log_format not in ("text", "json"):
         raise FlagError(f"--log-format: must be text or json, got {config.log_format!r}")
     watch = config.watch_timeout_s
     if isinstance(watch, bool) or not isinstance(watch, int) or watch < 1:
         raise FlagError(f"watch_timeout_s: must be a whole number >= 1, got {watch!r}")
+    _check_webhook(config)
 
 
-def _check_addr(text: str) -> None:
+def _check_webhook(config: ControllerConfig) -> None:
+    if config.webhook_addr:
+        _check_addr("--webhook-addr", config.webhook_addr)
+        modes = [config.webhook_cert_dir is not None, bool(config.webhook_cert_secret)]
+        if sum(modes) != 1:
+            raise FlagError(
+                "--webhook-addr: give exactly one of --webhook-cert-dir (a mounted tls.crt and "
+                "tls.key) and --webhook-cert-secret (a Secret the controller manages), got "
+                f"{'both' if all(modes) else 'neither'}"
+            )
+    else:
+        for name in ("webhook_cert_dir", "webhook_cert_secret"):
+            if getattr(config, name):
+                raise FlagError(f"{_flag(name)}: needs --webhook-addr (the webhook is off)")
+    if config.webhook_cert_dir is not None and not config.webhook_cert_dir.is_dir():
+        raise FlagError(f"--webhook-cert-dir: {str(config.webhook_cert_dir)!r} is not a directory")
+    for name in ("webhook_cert_secret", "webhook_configurations"):
+        value = getattr(config, name)
+        if name == "webhook_cert_secret" and not value:
+            continue
+        if not isinstance(value, str) or len(value) > 253 or not _DNS_SUBDOMAIN.fullmatch(value):
+            raise FlagError(
+                f"{_flag(name)}: {value!r} is not an object name (a DNS subdomain: a-z 0-9 - "
+                "and ., at most 253)"
+            )
+    service = config.webhook_service
+    if len(service) > 63 or not _DNS_1035.fullmatch(service):
+        raise FlagError(
+            f"--webhook-service: {service!r} is not a Service name (at most 63 of a-z 0-9 and "
+            "-, starting with a letter, ending alphanumeric)"
+        )
+    size = config.webhook_max_body_bytes
+    if isinstance(size, bool) or not isinstance(size, int) or size < MIN_BODY_BYTES:
+        raise FlagError(
+            f"--webhook-max-body-bytes: must be a whole number of bytes >= {MIN_BODY_BYTES}, "
+            f"got {size!r}"
+        )
+
+
+def _check_addr(flag: str, text: str) -> None:
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise FlagError(f"--metrics-addr: {text!r} is not host:port with a port in 0-65535")
+        raise FlagError(f"{flag}: {text!r} is not host:port with a port in 0-65535")
     bare = host.strip("[]")
     try:
         ipaddress.ip_address(bare)
     except ValueError:
         if not bare or not _DNS_SUBDOMAIN.fullmatch(bare.lower()):
-            raise FlagError(f"--metrics-addr: {host!r} is not an IP address or host name") from None
+            raise FlagError(f"{flag}: {host!r} is not an IP address or host name") from None
 
 
 def build_parser(prog: str, description: str | None) -> argparse.ArgumentParser:
@@ -257,6 +296,48 @@ def build_parser(prog: str, description: str | None) -> argparse.ArgumentParser:
         default="text",
         help="log lines as text or JSON (default %(default)s)",
     )
+    add(
+        "--webhook-addr",
+        metavar="HOST:PORT",
+        default="",
+        help="serve the admission webhook over HTTPS here (default: off; 0.0.0.0:9443 in a pod)",
+    )
+    add(
+        "--webhook-cert-dir",
+        metavar="DIR",
+        help="tls.crt and tls.key of the webhook, mounted from a Secret; reloaded on change",
+    )
+    add(
+        "--webhook-cert-secret",
+        metavar="NAME",
+        default="",
+        help="a kubernetes.io/tls Secret in --namespace that the controller issues and renews",
+    )
+    add(
+        "--webhook-service",
+        metavar="NAME",
+        default=ControllerConfig.webhook_service,
+        help="the webhook's Service in --namespace, named by the issued certificate "
+        "(default %(default)s)",
+    )
+    add(
+        "--webhook-configurations",
+        metavar="NAME",
+        default=ControllerConfig.webhook_configurations,
+        help="the Mutating- and ValidatingWebhookConfiguration whose caBundle the leader keeps "
+        "(default %(default)s)",
+    )
+    add(
+        "--webhook-config",
+        metavar="FILE",
+        help="YAML: excludedNamespaces and defaults (QoS levels for pods that set none)",
+    )
+    add(
+        "--webhook-max-body-bytes",
+        metavar="N",
+        default=str(DEFAULT_MAX_BODY_BYTES),
+        help="larger request bodies are answered 413 (default %(default)s)",
+    )
     return parser
 
 
@@ -286,6 +367,19 @@ def load_config(
     if namespace is None:
         namespace = env.get("POD_NAMESPACE", "").strip() or ControllerConfig.namespace
     identity = args.identity if args.identity is not None else default_identity(env)
+    admission = AdmissionConfig()
+    webhook_config = Path(args.webhook_config) if args.webhook_config is not None else None
+    if webhook_config is not None:
+        try:
+            admission = load_admission_config(webhook_config)
+        except AdmissionConfigError as exc:
+            raise FlagError(f"--webhook-config {webhook_config}: {exc}") from None
+    try:
+        max_body = int(args.webhook_max_body_bytes)
+    except ValueError:
+        raise FlagError(
+            f"--webhook-max-body-bytes: {args.webhook_max_body_bytes!r} is not a whole number"
+        ) from None
     return ControllerConfig(
         kubeconfig=Path(args.kubeconfig) if args.kubeconfig is not None else None,
         namespace=namespace,
@@ -297,4 +391,12 @@ def load_config(
         renew_deadline_s=_number("--renew-deadline-s", args.renew_deadline_s),
         retry_period_s=_number("--retry-period-s", args.retry_period_s),
         log_format=args.log_format,
+        webhook_addr=args.webhook_addr,
+        webhook_cert_dir=Path(args.webhook_cert_dir) if args.webhook_cert_dir else None,
+        webhook_cert_secret=args.webhook_cert_secret,
+        webhook_service=args.webhook_service,
+        webhook_configurations=args.webhook_configurations,
+        webhook_config=webhook_config,
+        admission=admission,
+        webhook_max_body_bytes=max_body,
     )

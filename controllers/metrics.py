@@ -42,6 +42,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from katalyst.httpserve import serve
+
 __all__ = [
     "ControllerCollector",
     "ControllerMetrics",
@@ -186,17 +188,6 @@ def build_app(*, registry: CollectorRegistry, health: Callable[[], Health]) -> w
 async def start_http(app: web.Application, addr: str) -> tuple[web.AppRunner, str]:
     """Serve ``app`` on ``host:port`` (port 0: any free one); the runner (its ``cleanup``
     stops it) and the address bound."""
-    host, _, port = addr.rpartition(":")
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host.strip("[]"), int(port))
-    try:
-        await site.start()
-    except OSError:
-        await runner.cleanup()
-        raise
-    bound = runner.addresses[0]
-    host_part = f"[{bound[0]}]" if ":" in str(bound[0]) else str(bound[0])
-    url_addr = f"{host_part}:{bound[1]}"
+    runner, url_addr = await serve(app, addr)
     log.info("metrics and health on http://%s/metrics and /healthz", url_addr)
     return runner, url_addr

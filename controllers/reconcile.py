@@ -649,6 +649,14 @@ class Controller:
             return verdict
         kcc = parse_kcc(obj)
         targets = self._targets.get(kcc.target)
+        if targets is not None and targets.informer.forbidden:
+            return Verdict(
+                False,
+                "TargetForbidden",
+                f"spec.targetType: katalyst-controller may not list {kcc.target.resource}."
+                f"{kcc.target.group}; grant it (and the agent) access: Helm value "
+                "agent.extraConfigTargets, docs/install.md",
+            )
         if targets is not None and targets.informer.not_found:
             return Verdict(
                 False,

@@ -15,6 +15,27 @@ exponentially with full jitter, capped.
 copies a Binding's annotations onto the pod in the same write that sets
 ``spec.nodeName`` (``setPodHostAndAnnotations``), so the node never sees the pod
 bound without its devices.
+
+:class:`ApiServerLeaseClient` is :class:`katalyst.leader.LeaseClient` on the Lease
+the replicas compete for: ``GET``, ``POST`` and a conditional ``PUT`` (the record's
+``metadata.resourceVersion``; a 409 is :class:`~katalyst.leader.LeaseConflict`) of
+``coordination.k8s.io/v1`` ``leases`` in one namespace. The body and the reading of
+an answer are the library's (:func:`~katalyst.leader.lease_object`,
+:func:`~katalyst.leader.record_from_lease`), shared with the controller. The
+client's typed lease calls are not used: they validate a dict body into a
+``V1Lease`` and serialize its times back with ``isoformat()``, which drops the
+fraction of a whole second, and the API server refuses a MicroTime without six
+fractional digits.
+
+:class:`ApiServerPodLabel` is :class:`scheduler_plugins.replica.PodLabel`: the leader's
+label on its own Pod, set and removed with one ``PATCH pods/{name}`` in the pod's
+namespace as a JSON merge patch (RFC 7386) of ``metadata.labels`` (``null`` removes a
+key): no read first and no ``resourceVersion``, so it cannot conflict with the
+kubelet's status writes, and it touches no other label.
+
+Every request carries the User-Agent ``katalyst-scheduler-extender/<version>`` (and
+the replica's identity): the API server's audit log and per-client metrics tell the
+extender apart by it.
 """
 
 from __future__ import annotations
@@ -33,7 +54,11 @@ import yaml
 from kubernetes.aio import client as k8s_client
 from kubernetes.aio import config as k8s_config
 
+from katalyst import __version__
 from katalyst.clock import Clock, first_of
+from katalyst.kuberaw import raw_call
+from katalyst.leader import LeaseConflict, LeaseError, LeaseRecord, lease_object, record_from_lease
+from scheduler_plugins.replica import LEADER_LABEL, PodLabelError
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +66,12 @@ CNR_GROUP: Final = "node.katalyst.kubewharf.io"
 CNR_VERSION: Final = "v1alpha1"
 CNR_PLURAL: Final = "customnoderesources"
 HTTP_GONE: Final = 410
+HTTP_NOT_FOUND: Final = 404
+HTTP_CONFLICT: Final = 409
 MAX_EVENT_BYTES: Final = 16 * 1024 * 1024
+USER_AGENT: Final = f"katalyst-scheduler-extender/{__version__}"
+JSON: Final = "application/json"
+MERGE_PATCH: Final = "application/merge-patch+json"
 
 ApiClient = k8s_client.ApiClient
 RawObject = Mapping[str, Any]
@@ -49,6 +79,14 @@ RawObject = Mapping[str, Any]
 
 class ApiServerError(Exception):
     """The API server (or its configuration) failed us."""
+
+
+class ApiServerStatus(ApiServerError):
+    """The API server answered a request with an error ``status``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
 
 
 class _Expired(Exception):
@@ -67,9 +105,10 @@ class WatchSettings:
     """Timeout of a list or a bind, seconds."""
 
 
-async def connect(kubeconfig: Path | None) -> k8s_client.ApiClient:
+async def connect(kubeconfig: Path | None, *, replica: str = "") -> k8s_client.ApiClient:
     """A client from ``kubeconfig``, or the pod's service account when None (a fresh
-    ``Configuration``, never the client's global default)."""
+    ``Configuration``, never the client's global default). Its User-Agent is
+    :data:`USER_AGENT`, followed by `` (<replica>)`` when given."""
     configuration = k8s_client.Configuration()
     try:
         if kubeconfig is not None:
@@ -90,18 +129,24 @@ async def connect(kubeconfig: Path | None) -> k8s_client.ApiClient:
     ) as exc:
         where = f"kubeconfig {kubeconfig}" if kubeconfig else "in-cluster service account"
         raise ApiServerError(f"{where}: {exc}") from exc
-    return k8s_client.ApiClient(configuration)
+    api = k8s_client.ApiClient(configuration)
+    api.user_agent = f"{USER_AGENT} ({replica})" if replica else USER_AGENT
+    return api
 
 
 async def _json_body(resp: aiohttp.ClientResponse) -> Mapping[str, Any]:
-    text = await resp.text()
+    return _json_answer(resp.status, await resp.text())
+
+
+def _json_answer(status: int, text: str) -> Mapping[str, Any]:
+    """The JSON object of a 2xx answer; :class:`ApiServerStatus` for any other status."""
     try:
         body = json.loads(text)
     except ValueError:
         body = None
-    if not 200 <= resp.status < 300:
+    if not 200 <= status < 300:
         message = body.get("message") if isinstance(body, Mapping) else text[:200]
-        raise ApiServerError(f"HTTP {resp.status}: {message}")
+        raise ApiServerStatus(status, str(message))
     if not isinstance(body, Mapping):
         raise ApiServerError(f"expected a JSON object, got {text[:80]!r}")
     return body
@@ -257,6 +302,28 @@ def pod_request(api: k8s_client.ApiClient) -> Request:
     return request
 
 
+async def _send(
+    api: k8s_client.ApiClient,
+    method: str,
+    path: str,
+    path_params: Mapping[str, str],
+    *,
+    body: Mapping[str, Any] | None,
+    timeout_s: float,
+    content_type: str = JSON,
+) -> Mapping[str, Any]:
+    """One raw request (:func:`katalyst.kuberaw.raw_call`): the body goes out and
+    comes back as plain JSON. An error answer is :class:`ApiServerStatus`; no answer
+    is :class:`ApiServerError`."""
+    try:
+        status, raw = await raw_call(
+            api, method, path, path_params, body, content_type=content_type, timeout=timeout_s
+        )
+    except (ConnectionError, TimeoutError, OSError) as exc:
+        raise ApiServerError(f"API server: {exc}") from exc
+    return _json_answer(status, raw.decode("utf-8", "replace"))
+
+
 class ApiServerBinder:
     """``Binder`` over the official client: ``POST pods/{name}/binding``."""
 
@@ -278,26 +345,121 @@ class ApiServerBinder:
             "metadata": meta,
             "target": {"apiVersion": "v1", "kind": "Node", "name": node},
         }
-        method, url, headers, data, post_params = await self._api.param_serialize(
-            method="POST",
-            resource_path="/api/v1/namespaces/{namespace}/pods/{name}/binding",
-            path_params={"namespace": namespace, "name": name},
-            header_params={"Accept": "application/json", "Content-Type": "application/json"},
+        await _send(
+            self._api,
+            "POST",
+            "/api/v1/namespaces/{namespace}/pods/{name}/binding",
+            {"namespace": namespace, "name": name},
             body=body,
-            auth_settings=["BearerToken"],
+            timeout_s=self._timeout,
         )
+
+
+LEASES_PATH: Final = "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+
+
+class ApiServerLeaseClient:
+    """:class:`katalyst.leader.LeaseClient` on the Lease ``namespace/name``: get, create
+    and a conditional replace. Every failure is a :class:`~katalyst.leader.LeaseError`
+    (a 409 a :class:`~katalyst.leader.LeaseConflict`): the elector retries, and a
+    leader that cannot renew steps down on its renew deadline.
+
+    ``request_timeout_s`` bounds each request: a leader abandons a renewal at its renew
+    deadline anyway, and a standby must not hang on a dead connection."""
+
+    def __init__(
+        self,
+        api: k8s_client.ApiClient,
+        *,
+        namespace: str,
+        name: str,
+        request_timeout_s: float = 10.0,
+    ) -> None:
+        self._api = api
+        self._namespace = namespace
+        self._name = name
+        self._timeout = request_timeout_s
+
+    @property
+    def where(self) -> str:
+        return f"lease {self._namespace}/{self._name}"
+
+    async def get(self) -> LeaseRecord | None:
         try:
-            resp = await self._api.call_api(
-                method,
-                url,
-                header_params=headers,
-                body=data,
-                post_params=post_params,
-                _request_timeout=self._timeout,
+            obj = await self._send("GET", LEASES_PATH + "/{name}", None)
+        except ApiServerStatus as exc:
+            if exc.status == HTTP_NOT_FOUND:
+                return None
+            raise LeaseError(f"{self.where}: {exc}") from exc
+        except ApiServerError as exc:
+            raise LeaseError(f"{self.where}: {exc}") from exc
+        return record_from_lease(obj)
+
+    async def create(self, record: LeaseRecord) -> LeaseRecord:
+        body = lease_object(record, namespace=self._namespace, name=self._name)
+        return await self._write("POST", LEASES_PATH, body)
+
+    async def update(self, record: LeaseRecord) -> LeaseRecord:
+        body = lease_object(record, namespace=self._namespace, name=self._name)
+        return await self._write("PUT", LEASES_PATH + "/{name}", body)
+
+    async def _write(self, method: str, path: str, body: Mapping[str, Any]) -> LeaseRecord:
+        try:
+            stored = await self._send(method, path, body)
+        except ApiServerStatus as exc:
+            if exc.status == HTTP_CONFLICT:
+                raise LeaseConflict(f"{self.where}: {exc}") from exc
+            raise LeaseError(f"{self.where}: {exc}") from exc
+        except ApiServerError as exc:
+            raise LeaseError(f"{self.where}: {exc}") from exc
+        return record_from_lease(stored)
+
+    async def _send(
+        self, method: str, path: str, body: Mapping[str, Any] | None
+    ) -> Mapping[str, Any]:
+        params = {"namespace": self._namespace, "name": self._name}
+        return await _send(self._api, method, path, params, body=body, timeout_s=self._timeout)
+
+
+PODS_PATH: Final = "/api/v1/namespaces/{namespace}/pods/{name}"
+
+
+class ApiServerPodLabel:
+    """:class:`scheduler_plugins.replica.PodLabel` on the Pod ``namespace/name``: a
+    JSON merge patch of its ``metadata.labels`` (``PATCH pods/{name}``, which the
+    extender's Role grants in its own namespace). Every failure is a
+    :class:`~scheduler_plugins.replica.PodLabelError`: the caller retries it."""
+
+    def __init__(
+        self,
+        api: k8s_client.ApiClient,
+        *,
+        namespace: str,
+        name: str,
+        key: str = LEADER_LABEL,
+        request_timeout_s: float = 10.0,
+    ) -> None:
+        self._api = api
+        self._namespace = namespace
+        self._name = name
+        self._key = key
+        self._timeout = request_timeout_s
+
+    @property
+    def where(self) -> str:
+        return f"pod {self._namespace}/{self._name}"
+
+    async def put(self, value: str | None) -> None:
+        body = {"metadata": {"labels": {self._key: value}}}
+        try:
+            await _send(
+                self._api,
+                "PATCH",
+                PODS_PATH,
+                {"namespace": self._namespace, "name": self._name},
+                body=body,
+                timeout_s=self._timeout,
+                content_type=MERGE_PATCH,
             )
-            try:
-                await _json_body(resp.response)
-            finally:
-                resp.response.release()
-        except aiohttp.ClientError as exc:
-            raise ApiServerError(f"API server: {exc}") from exc
+        except ApiServerError as exc:
+            raise PodLabelError(f"{self.where}: {exc}") from exc

@@ -5,6 +5,15 @@ topology-aware placement.
 
 Each process has exactly one composition root: it builds every dependency and
 runs the loops and servers as children of one task group.
+
+With ``--leader-elect`` the replicas behind the Service compete for a
+``coordination.k8s.io/v1`` Lease (:mod:`katalyst.leader`); only the holder answers
+kube-scheduler, and it labels its own Pod ``katalyst.kubewharf.io/extender-leader:
+"true"``, which the Service selects (:mod:`scheduler_plugins.replica`). Every replica
+keeps its CNR and pod watches running and is ready once they have listed, so a
+standby serves at once when it takes over. SIGTERM or SIGINT stops answering,
+releases the Lease (a standby takes over at its next try), removes the label and
+exits 0.
 """
 
 from __future__ import annotations
@@ -13,23 +22,37 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
-from aiohttp import web
+from prometheus_client import CollectorRegistry
 
-from katalyst.clock import MonotonicClock
+from katalyst.clock import Clock, MonotonicClock, first_of
 from katalyst.entrypoint import base_parser
+from katalyst.httpserve import serve as serve_http
+from katalyst.leader import (
+    LeaderElector,
+    LeaseFlagError,
+    LeaseSettings,
+    check_lease_flags,
+    default_identity,
+)
 from katalyst.logsetup import configure_logging
 from scheduler_plugins import apiserver
 from scheduler_plugins.extender import Extender, Strategies
+from scheduler_plugins.metrics import ExtenderCollector
+from scheduler_plugins.replica import LeaderLabel, Replica
 from scheduler_plugins.server import DEFAULT_MAX_BODY_BYTES, make_app
 from scheduler_plugins.state import ClusterState, _uid
 
 PROG = "katalyst-scheduler-extender"
+DEFAULT_NAMESPACE: Final = "katalyst-system"
+DEFAULT_LEASE_NAME: Final = "katalyst-scheduler-extender"
 log = logging.getLogger(__name__)
 
 
@@ -48,6 +71,63 @@ def _positive(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
     return value
+
+
+def _whole(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds") from None
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseOptions:
+    """The leader-election flags, defaults resolved and checked."""
+
+    namespace: str
+    """``--namespace``: where the Lease lives (default ``$POD_NAMESPACE``, else
+    ``katalyst-system``)."""
+    name: str
+    """``--lease-name``: the Lease (default ``katalyst-scheduler-extender``)."""
+    identity: str
+    """``--identity``: this replica in the Lease (default ``$POD_NAME``, else
+    ``<hostname>_<random>``)."""
+    settings: LeaseSettings
+    """``--lease-duration-s`` (15), ``--renew-deadline-s`` (10), ``--retry-period-s`` (2)."""
+    pod: tuple[str, str] | None = None
+    """This replica's own Pod, ``(namespace, name)``, which the leader labels:
+    ``$POD_NAMESPACE`` (else the Lease's namespace) and ``$POD_NAME`` (the downward
+    API); None without ``$POD_NAME`` (not in a pod: nothing to label)."""
+
+
+def lease_options(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> LeaseOptions:
+    """The leader-election flags of ``args`` with their defaults from ``env`` (the
+    downward API's ``POD_NAMESPACE`` and ``POD_NAME``); :class:`LeaseFlagError`
+    naming the flag whose rule a value breaks."""
+    env = os.environ if env is None else env
+    namespace = args.namespace
+    if namespace is None:
+        namespace = env.get("POD_NAMESPACE", "").strip() or DEFAULT_NAMESPACE
+    identity = args.identity if args.identity is not None else default_identity(env)
+    settings = check_lease_flags(
+        namespace=namespace,
+        lease_name=args.lease_name,
+        identity=identity,
+        lease_duration_s=args.lease_duration_s,
+        renew_deadline_s=args.renew_deadline_s,
+        retry_period_s=args.retry_period_s,
+    )
+    pod_name = env.get("POD_NAME", "").strip()
+    pod_namespace = env.get("POD_NAMESPACE", "").strip() or namespace
+    pod = (pod_namespace, pod_name) if pod_name else None
+    return LeaseOptions(namespace, args.lease_name, identity, settings, pod)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,13 +171,87 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_BODY_BYTES,
         help="larger requests get 413",
     )
+    lease = LeaseSettings()
+    parser.add_argument(
+        "--leader-elect",
+        action="store_true",
+        help="campaign for a Lease and answer kube-scheduler only while holding it, "
+        "for several replicas behind one Service (default: off, one replica)",
+    )
+    parser.add_argument(
+        "--namespace",
+        metavar="NS",
+        help=f"namespace of the Lease (default $POD_NAMESPACE, else {DEFAULT_NAMESPACE})",
+    )
+    parser.add_argument(
+        "--lease-name",
+        metavar="NAME",
+        default=DEFAULT_LEASE_NAME,
+        help="name of the Lease (default %(default)s)",
+    )
+    parser.add_argument(
+        "--identity",
+        metavar="ID",
+        help="this replica's holder identity in the Lease (default $POD_NAME, else "
+        "<hostname>_<random>)",
+    )
+    parser.add_argument(
+        "--lease-duration-s",
+        type=_whole,
+        default=lease.duration_s,
+        metavar="S",
+        help="whole seconds a standby waits after the last renewal it saw (default %(default)s)",
+    )
+    parser.add_argument(
+        "--renew-deadline-s",
+        type=_number,
+        default=lease.renew_deadline_s,
+        metavar="S",
+        help="seconds a leader keeps trying to renew before it stops answering "
+        "(default %(default)s)",
+    )
+    parser.add_argument(
+        "--retry-period-s",
+        type=_number,
+        default=lease.retry_period_s,
+        metavar="S",
+        help="seconds between renewals and between a standby's tries (default %(default)s)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="log lines as text or JSON (default %(default)s)",
+    )
     return parser
 
 
-async def run(args: argparse.Namespace, stop: asyncio.Event) -> None:
-    clock = MonotonicClock()
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The flags, checked: ``SystemExit(2)`` with a message naming the flag."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        lease_options(args)
+    except LeaseFlagError as exc:
+        parser.error(str(exc))
+    return args
+
+
+async def run(
+    args: argparse.Namespace,
+    stop: asyncio.Event,
+    *,
+    clock: Clock | None = None,
+    env: Mapping[str, str] | None = None,
+) -> None:
+    """Serve until ``stop`` is set; then stop answering, release the Lease if leading,
+    and return. Cancelled (the process killed), it stops without a release."""
+    clock = clock or MonotonicClock()
+    lease = lease_options(args, env)
     state = ClusterState(clock=clock, assume_ttl_s=args.assume_ttl_s)
-    api = await apiserver.connect(args.kubeconfig)
+    api = await apiserver.connect(
+        args.kubeconfig, replica=lease.identity if args.leader_elect else ""
+    )
     binder = apiserver.ApiServerBinder(api)
     extender = Extender(
         state=state,
@@ -133,24 +287,108 @@ async def run(args: argparse.Namespace, stop: asyncio.Event) -> None:
             clock=clock,
         ),
     ]
-    runner = web.AppRunner(make_app(extender, max_body_bytes=args.max_body_bytes))
-    await runner.setup()
+    elector: LeaderElector | None = None
+    label: LeaderLabel | None = None
+    if args.leader_elect:
+        if lease.pod is not None:
+            pod_namespace, pod_name = lease.pod
+            label = LeaderLabel(
+                apiserver.ApiServerPodLabel(
+                    api,
+                    namespace=pod_namespace,
+                    name=pod_name,
+                    request_timeout_s=lease.settings.renew_deadline_s,
+                ),
+                clock=clock,
+            )
+        else:
+            log.warning(
+                "leader election: no $POD_NAME, so the leader cannot label its pod; a "
+                "Service that selects the leader label will not route to it"
+            )
+
+        def leadership(leading: bool) -> None:
+            if leading:
+                log.info("leader election: %s answers kube-scheduler now", lease.identity)
+            else:
+                log.info("leader election: %s is a standby (answers 503)", lease.identity)
+            # On a graceful stop the label goes after the release of the Lease: the
+            # label's run removes it once the elector has returned (_lead).
+            if label is not None and (leading or not stop.is_set()):
+                label.lead(leading)
+
+        elector = LeaderElector(
+            apiserver.ApiServerLeaseClient(
+                api,
+                namespace=lease.namespace,
+                name=lease.name,
+                # No answer is of use after the renew deadline: the leader has stepped
+                # down by then.
+                request_timeout_s=lease.settings.renew_deadline_s,
+            ),
+            identity=lease.identity,
+            settings=lease.settings,
+            clock=clock,
+            on_change=leadership,
+        )
+    gate = Replica(elector, watches)
+    registry = CollectorRegistry()
+    registry.register(
+        ExtenderCollector(
+            leading=lambda: gate.serving() is None,
+            ready=lambda: gate.ready() is None,
+            nodes=lambda: state.counts()[0],
+            pods=lambda: state.counts()[1],
+            assumed=lambda: state.counts()[2],
+        )
+    )
+    app = make_app(extender, max_body_bytes=args.max_body_bytes, gate=gate, registry=registry)
     host, port = args.listen
-    await web.TCPSite(runner, host, port).start()
-    log.info("serving the scheduler extender on %s:%d", host, port)
+    runner, _ = await serve_http(app, f"{host}:{port}")
+    if elector is None:
+        log.info("serving the scheduler extender on %s:%d", host, port)
+    else:
+        log.info(
+            "serving the scheduler extender on %s:%d; identity %s, lease %s/%s",
+            host,
+            port,
+            lease.identity,
+            lease.namespace,
+            lease.name,
+        )
     try:
         async with asyncio.TaskGroup() as group:
             for watch in watches:
                 group.create_task(watch.run(stop))
+            if elector is not None:
+                group.create_task(_lead(elector, label, stop))
     finally:
         await runner.cleanup()
         await api.close()  # type: ignore[no-untyped-call]
 
 
+async def _lead(elector: LeaderElector, label: LeaderLabel | None, stop: asyncio.Event) -> None:
+    """Campaign, with the leader's label following leadership. The label's first patch
+    removes a label a previous container of this pod left (it crashed while leading)
+    before this one campaigns; however that patch ends, the campaign starts. The label
+    is stopped only after the elector (and so after the release of the Lease)."""
+    if label is None:
+        await elector.run(stop)
+        return
+    elected = asyncio.Event()
+    async with asyncio.TaskGroup() as group:
+        group.create_task(label.run(elected))
+        try:
+            await first_of(label.first_try, stop)
+            await elector.run(stop)
+        finally:
+            elected.set()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``katalyst-scheduler-extender`` console script."""
-    args = build_parser().parse_args(argv)
-    configure_logging("text")
+    args = parse_args(argv)
+    configure_logging(args.log_format)
 
     async def serve() -> None:
         stop = asyncio.Event()

@@ -76,6 +76,10 @@ class ClusterState:
     def known(self, name: str) -> bool:
         return name in self._cnrs
 
+    def counts(self) -> tuple[int, int, int]:
+        """Nodes with a CNR, pods bound to a node, pods assumed (for /metrics)."""
+        return len(self._cnrs), len(self._node_of), len(self.assumed())
+
     # --- pods -----------------------------------------------------------------
     def set_pod(self, obj: Mapping[str, Any]) -> None:
         uid = _uid(obj)

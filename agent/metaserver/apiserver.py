@@ -40,10 +40,15 @@ import yaml
 from kubernetes.aio import client as k8s_client
 from kubernetes.aio import config as k8s_config
 
+from katalyst import __version__
 from katalyst.clock import Clock, first_of
 from katalyst.dynconfig import GroupVersionResource
+from katalyst.kuberaw import raw_call
 
 log = logging.getLogger(__name__)
+
+USER_AGENT = f"katalyst-agent/{__version__}"
+"""The agent's User-Agent (``katalyst-agent/<version> (<node>)`` with its node)."""
 
 ApiClient = k8s_client.ApiClient
 """The official client's connection (``connect`` makes one); other modules name its
@@ -81,8 +86,10 @@ class WatchSettings:
     """Connect and read timeout of a list request, seconds."""
 
 
-async def connect(kubeconfig: Path | None) -> k8s_client.ApiClient:
+async def connect(kubeconfig: Path | None, *, node_name: str = "") -> k8s_client.ApiClient:
     """An API client from ``kubeconfig``, or from the pod's service account when None.
+    Its User-Agent names the agent and, when given, its node (the API server's audit
+    log and its per-client metrics tell the agents apart by it).
 
     A fresh ``Configuration`` is built, never the client's global default, so that
     nothing else in the process is affected.
@@ -107,7 +114,9 @@ async def connect(kubeconfig: Path | None) -> k8s_client.ApiClient:
     ) as exc:
         where = f"kubeconfig {kubeconfig}" if kubeconfig else "in-cluster service account"
         raise ApiServerError(f"{where}: {exc}") from exc
-    return k8s_client.ApiClient(configuration)
+    api = k8s_client.ApiClient(configuration)
+    api.user_agent = f"{USER_AGENT} ({node_name})" if node_name else USER_AGENT
+    return api
 
 
 def _uid(pod: RawObject) -> str | None:
@@ -447,39 +456,12 @@ async def _raw_request(
     content_type: str | None,
     timeout: float,
 ) -> tuple[int, str]:
-    """One request through the client's own serialization, auth, TLS and pool
-    (``param_serialize`` then ``call_api``, as the generated
-    ``*_without_preload_content`` methods do): (HTTP status, body text), never an
-    ``ApiException``; ``ConnectionError`` when no answer came."""
-    header_params = {"Accept": "application/json"}
-    if content_type is not None:
-        header_params["Content-Type"] = content_type
-    method, url, headers, data, post_params = await api.param_serialize(
-        method=method,
-        resource_path=path,
-        path_params=dict(path_params),
-        header_params=header_params,
-        body=None if body is None else dict(body),
-        auth_settings=["BearerToken"],
+    """(HTTP status, body text) of one raw request (:func:`katalyst.kuberaw.raw_call`),
+    never an ``ApiException``; ``ConnectionError`` when no answer came."""
+    status, raw = await raw_call(
+        api, method, path, path_params, body, content_type=content_type, timeout=timeout
     )
-    try:
-        resp = await api.call_api(
-            method,
-            url,
-            header_params=headers,
-            body=data,
-            post_params=post_params,
-            _request_timeout=timeout,
-        )
-        try:
-            raw: bytes = await resp.response.read()
-        finally:
-            resp.response.release()
-    except aiohttp.ClientError as exc:
-        # ClientConnectorError is an OSError already; a dropped connection or a
-        # truncated body is not: callers treat both as "no answer".
-        raise ConnectionError(f"API server: {exc}") from exc
-    return resp.status, raw.decode("utf-8", "replace")
+    return status, raw.decode("utf-8", "replace")
 
 
 class ApiServerEvictionClient:

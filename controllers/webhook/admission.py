@@ -56,6 +56,8 @@ from katalyst.qos.model import (
 )
 
 __all__ = [
+    "CODE_BAD_REVIEW",
+    "CODE_DENIED",
     "DEFAULT_EXCLUDED_NAMESPACES",
     "AdmissionConfig",
     "AdmissionResponseDict",
@@ -64,6 +66,7 @@ __all__ = [
     "Defaults",
     "PatchOp",
     "StatusDict",
+    "malformed",
     "review",
 ]
 
@@ -195,9 +198,13 @@ class _BadReview(Exception):
 
 
 def review(
-    request: Mapping[str, object], *, config: AdmissionConfig | None = None
+    request: Mapping[str, object], *, config: AdmissionConfig | None = None, mutate: bool = True
 ) -> AdmissionReviewDict:
-    """Answer one AdmissionReview for a pod; never raises."""
+    """Answer one AdmissionReview for a pod; never raises.
+
+    ``mutate=False`` is the validating webhook: the same checks on the pod as it is
+    (the API server calls validating webhooks after the mutating ones, on the mutated
+    pod), no default level applied, never a patch."""
     config = config or AdmissionConfig()
     uid = ""
     if isinstance(request, Mapping):
@@ -205,7 +212,7 @@ def review(
         if isinstance(inner, Mapping) and isinstance(inner.get("uid"), str):
             uid = inner["uid"]
     try:
-        response = _decide(request, config=config)
+        response = _decide(request, config=config, mutate=mutate)
     except _BadReview as err:
         logger.info("malformed AdmissionReview (uid %r): %s", uid, err)
         return _answer(uid, allowed=False, code=CODE_BAD_REVIEW, message=str(err))
@@ -234,7 +241,14 @@ def _answer(
     return {"apiVersion": API_VERSION, "kind": KIND, "response": response}
 
 
-def _decide(review_: object, *, config: AdmissionConfig) -> list[PatchOp] | str | None:
+def malformed(message: str) -> AdmissionReviewDict:
+    """The answer to a body that is not an AdmissionReview at all (not JSON)."""
+    return _answer("", allowed=False, code=CODE_BAD_REVIEW, message=message)
+
+
+def _decide(
+    review_: object, *, config: AdmissionConfig, mutate: bool = True
+) -> list[PatchOp] | str | None:
     """A patch to allow with, a message to deny with, or ``None`` to allow as is."""
     if not isinstance(review_, Mapping):
         raise _BadReview("the body must be a JSON object (an AdmissionReview)")
@@ -295,8 +309,9 @@ def _decide(review_: object, *, config: AdmissionConfig) -> list[PatchOp] | str 
     annotations = metadata.get("annotations")
     defaulted: dict[str, object] | None = None
     # A non-object "annotations" is left for PodView.from_dict to report.
-    if annotations is None or (
-        isinstance(annotations, Mapping) and QOS_LEVEL_ANNOTATION not in annotations
+    if mutate and (
+        annotations is None
+        or (isinstance(annotations, Mapping) and QOS_LEVEL_ANNOTATION not in annotations)
     ):
         labels = metadata.get("labels")
         level = config.defaults.level_for(
@@ -313,7 +328,7 @@ def _decide(review_: object, *, config: AdmissionConfig) -> list[PatchOp] | str 
         view = _validate(_for_validation(pod, metadata, request=request, annotations=defaulted))
     except QoSValidationError as err:
         return _denial(namespace, name, err)
-    if view.level is QoSLevel.RECLAIMED_CORES:
+    if mutate and view.level is QoSLevel.RECLAIMED_CORES:
         patch.extend(_reclaimed_patch(pod, view))
     return patch or None
 

@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry
 from controllers.apiserver import Informer, WatchSettings, connect, metadata_only
 from controllers.app import run
 from controllers.config import ControllerConfig
-from controllers.resources import CNCS, NODES
+from controllers.resources import CNCS, KCCS, NODES
 from controllers.status import LAST_GOOD
 from katalyst.clock import MonotonicClock
 from katalyst.dynconfig import spec_hash
@@ -40,6 +40,7 @@ from tests.support.apiserver import (
     node_manifest,
     object_manifest,
 )
+from tests.support.rbac import policy_for_values
 from tests.support.wait import eventually
 
 NS = "katalyst-system"
@@ -550,7 +551,7 @@ async def test_kcc_conditions(cluster: Cluster, api: FakeApiServer) -> None:
                 reason(api, n, KATALYST_CUSTOM_CONFIGS)
                 for n in ("admin-qos", "admin-qos-2", "other", "broken")
             ]
-            == ["Valid", "Duplicate", "TargetNotServed", "Invalid"]
+            == ["Valid", "Duplicate", "TargetForbidden", "Invalid"]
         ),
         "KCC conditions",
     )
@@ -562,7 +563,8 @@ async def test_kcc_conditions(cluster: Cluster, api: FakeApiServer) -> None:
         "already configured by KatalystCustomConfig katalyst-system/admin-qos"
         in messages["admin-qos-2"]
     )
-    assert "does not serve otherconfigs" in messages["other"]
+    # The shipped RBAC lets the controller read only the target kinds it knows.
+    assert "may not list otherconfigs.config.katalyst.kubewharf.io" in messages["other"]
     assert messages["broken"].startswith("spec.targetType: must be a mapping")
     assert listed(api, "n1") == ["cluster"]
 
@@ -730,16 +732,25 @@ async def test_a_cold_restart_keeps_a_named_configs_expiry_clock(
 # ---- conflicts ------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("kind", ["cnc", "kcc"])
 async def test_a_write_from_a_stale_copy_is_read_again_and_retried_once(
-    api: FakeApiServer, tmp_path: Path
+    api: FakeApiServer, tmp_path: Path, kind: str
 ) -> None:
-    api.create_object(CUSTOM_NODE_CONFIGS, {"metadata": {"name": "n1"}})
-    kube = await connect(api.kubeconfig(tmp_path / "kc"), user_agent="test")
+    if kind == "cnc":
+        resource, rtype, name, namespace = CNCS, CUSTOM_NODE_CONFIGS, "n1", ""
+        api.create_object(CUSTOM_NODE_CONFIGS, {"metadata": {"name": "n1"}})
+    else:
+        resource, rtype, name, namespace = KCCS, KATALYST_CUSTOM_CONFIGS, "admin-qos", NS
+        kcc(api, "admin-qos")
+    # The controller's own User-Agent: it runs under the RBAC the chart ships.
+    kube = await connect(api.kubeconfig(tmp_path / "kc"), user_agent="katalyst-controller/test")
     try:
-        stale = await kube.get(CNCS, "n1")
+        stale = await kube.get(resource, name, namespace)
         assert stale is not None
         # Another writer changes the status after our read.
-        api.update_object(CUSTOM_NODE_CONFIGS, "n1", lambda o: o.update(status={"note": "theirs"}))
+        api.update_object(
+            rtype, name, lambda o: o.update(status={"note": "theirs"}), namespace=namespace
+        )
         seen: list[Obj] = []
 
         def rebuild(obj: Obj) -> dict[str, Any] | None:
@@ -748,14 +759,14 @@ async def test_a_write_from_a_stale_copy_is_read_again_and_retried_once(
                 return None
             return {**status, "mine": True}
 
-        stored = await kube.update_status(CNCS, stale, rebuild, on_read=seen.append)
+        stored = await kube.update_status(resource, stale, rebuild, on_read=seen.append)
         assert stored is not None
         assert stored["status"] == {"note": "theirs", "mine": True}
-        assert [w.code for w in api.writes_to(CUSTOM_NODE_CONFIGS, "n1")] == [409, 200]
+        assert [w.code for w in api.writes_to(rtype, name, namespace=namespace)] == [409, 200]
         assert len(seen) == 1
         # Nothing left to write: no request at all.
-        assert await kube.update_status(CNCS, stored, rebuild) is None
-        assert len(api.writes_to(CUSTOM_NODE_CONFIGS, "n1")) == 2
+        assert await kube.update_status(resource, stored, rebuild) is None
+        assert len(api.writes_to(rtype, name, namespace=namespace)) == 2
     finally:
         await kube.close()
 
@@ -765,7 +776,7 @@ async def test_an_informer_relists_after_410_and_reports_what_changed_meanwhile(
 ) -> None:
     node(api, "n1")
     node(api, "n2", node_pool="batch")
-    kube = await connect(api.kubeconfig(tmp_path / "kc"), user_agent="test")
+    kube = await connect(api.kubeconfig(tmp_path / "kc"), user_agent="katalyst-controller/test")
     seen: list[tuple[str | None, str | None]] = []
 
     def name(obj: Obj | None) -> str | None:
@@ -848,3 +859,24 @@ async def test_metrics_and_healthz(cluster: Cluster, api: FakeApiServer) -> None
     ):
         assert line in text
     assert "katalyst_controller_resolution_duration_seconds_count" in text
+
+
+async def test_a_granted_target_kind_that_is_not_served(tmp_path: Path) -> None:
+    """With the chart's agent.extraConfigTargets granting a kind, a KCC naming it is
+    told the API server does not serve it (its CRD is missing)."""
+    extra = {"group": TARGET["group"], "resource": "otherconfigs"}
+    policy = policy_for_values({"agent": {"extraConfigTargets": [extra]}})
+    async with FakeApiServer(bookmark_interval=0.05, rbac=policy) as api:
+        c = Cluster(api, tmp_path)
+        try:
+            node(api, "n1")
+            kcc(api, "other", target={**TARGET, "resource": "otherconfigs"})
+            await c.start()
+            await eventually(
+                lambda: reason(api, "other", KATALYST_CUSTOM_CONFIGS) == "TargetNotServed",
+                "KCC condition",
+            )
+            message = (valid(api, "other", KATALYST_CUSTOM_CONFIGS) or {})["message"]
+            assert "does not serve otherconfigs" in message
+        finally:
+            await c.close()

@@ -215,6 +215,8 @@ from aiohttp import web
 
 from katalyst.qos import QoSValidationError
 from katalyst.qos.quantity import parse_quantity
+from tests.support import rbac
+from tests.support import rbac as rbac_  # the name `rbac` is also a parameter
 
 log = logging.getLogger(__name__)
 
@@ -583,32 +585,18 @@ def _bad_body(rtype: ResourceType, problem: str) -> ApiError:
 
 def _forbidden_for_anonymous(request: web.Request) -> ApiError:
     """The 403 that the default RBAC gives ``system:anonymous`` for ``request``."""
-    user = 'User "system:anonymous"'
-    info = request.match_info
-    plural = info.get("plural")
-    if plural is None:
-        return ApiError(403, f'forbidden: {user} cannot get path "{request.path}"', details={})
-    group = info.get("group", "")
-    ns = info.get("namespace")
-    name = info.get("name")
-    sub = info.get("sub", "")
-    resource = f"{plural}/{sub}" if sub else plural
-    if sub in ("eviction", "binding"):
-        verb = "create"
-    elif request.method == "GET":
-        verb = "get" if name else "watch" if request.query.get("watch") in _TRUE else "list"
-    else:
-        verb = {"POST": "create", "DELETE": "delete", "PATCH": "patch", "PUT": "update"}.get(
-            request.method, "get"
+    attrs = rbac.attributes(request.method, request.match_info, request.query)
+    if attrs is None:
+        return ApiError(
+            403, f'forbidden: User "system:anonymous" cannot get path "{request.path}"', details={}
         )
-    scope = f'in the namespace "{ns}"' if ns else "at the cluster scope"
-    qualified = f"{plural}.{group}" if group else plural
-    subject = f'{qualified} "{name}"' if name else qualified
+    return _forbidden(attrs, "system:anonymous")
+
+
+def _forbidden(attrs: rbac.Attributes, user: str) -> ApiError:
+    plural = attrs.resource.split("/", 1)[0]
     return ApiError(
-        403,
-        f'{subject} is forbidden: {user} cannot {verb} resource "{resource}" '
-        f'in API group "{group}" {scope}',
-        details=_details(group, plural, name),
+        403, attrs.describe(user), details=_details(attrs.group, plural, attrs.name or None)
     )
 
 
@@ -1342,7 +1330,7 @@ PODS: Final = ResourceType(
     namespaced=True,
     builtin=True,
     field_labels=_POD_FIELDS,
-    verbs=frozenset({"get", "list", "watch", "create", "delete"}),
+    verbs=frozenset({"get", "list", "watch", "create", "delete", "patch"}),
     prepare_create=_prepare_pod_create,
 )
 """core/v1 pods: no update or patch over HTTP (tests play the kubelet in Python)."""
@@ -1373,6 +1361,38 @@ LEASES: Final = ResourceType(
     field_error=_META_FIELDS_ONLY,
 )
 """coordination.k8s.io/v1 leases, for leader election."""
+
+SECRETS: Final = ResourceType(
+    group="",
+    version="v1",
+    plural="secrets",
+    kind="Secret",
+    namespaced=True,
+    builtin=True,
+)
+"""core/v1 secrets (not served unless a test registers them: :meth:`FakeApiServer.register`)."""
+
+MUTATING_WEBHOOK_CONFIGURATIONS: Final = ResourceType(
+    group="admissionregistration.k8s.io",
+    version="v1",
+    plural="mutatingwebhookconfigurations",
+    kind="MutatingWebhookConfiguration",
+    namespaced=False,
+    builtin=True,
+    merge_keys={("webhooks",): "name"},
+)
+"""admissionregistration.k8s.io/v1, cluster-scoped (registered by a test, as SECRETS)."""
+
+VALIDATING_WEBHOOK_CONFIGURATIONS: Final = ResourceType(
+    group="admissionregistration.k8s.io",
+    version="v1",
+    plural="validatingwebhookconfigurations",
+    kind="ValidatingWebhookConfiguration",
+    namespaced=False,
+    builtin=True,
+    merge_keys={("webhooks",): "name"},
+)
+"""admissionregistration.k8s.io/v1, cluster-scoped (registered by a test, as SECRETS)."""
 
 CUSTOM_NODE_RESOURCES: Final = custom_resource(
     CNR_GROUP, CNR_VERSION, CNR_PLURAL, CNR_KIND, namespaced=False, validate=_validate_cnr_status
@@ -1451,13 +1471,17 @@ class FakeApiServer:
         bookmark_interval: float = 1.0,
         initial_resource_version: int = 1,
         custom_resources: Iterable[ResourceType] = DEFAULT_CUSTOM_RESOURCES,
+        rbac: bool | rbac_.Policy = True,
     ) -> None:
-        """``token``: the bearer token clients must send (None: accept any request,
+        """``rbac``: our processes (known by their User-Agent) may only do what the
+        shipped manifests grant them (:mod:`tests.support.rbac`), or this policy. ``token``: the
+        bearer token clients must send (None: accept any request,
         anonymous included). ``bookmark_interval``: seconds between BOOKMARK events on
         watches that allow them. ``initial_resource_version``: the resourceVersion
         before the first write. ``custom_resources``: the CRDs installed (pods, nodes
         and leases are always served)."""
         self.token = token
+        self.rbac = rbac
         self.bookmark_interval = bookmark_interval
         self.requests: list[RecordedRequest] = []
         """Every request seen, in order (failed and rejected ones included)."""
@@ -2035,6 +2059,7 @@ class FakeApiServer:
             if failure is not None:
                 raise ApiError(failure, f"fake apiserver: injected failure ({failure})")
             self._authenticate(request)
+            self._authorize(request)
             return await handler(request)
         except ApiError as e:
             return _json_response(e.status(), e.code)
@@ -2079,6 +2104,22 @@ class FakeApiServer:
                 request.get(_CHANGED, False),
             )
         )
+
+    def _authorize(self, request: web.Request) -> None:
+        """RBAC for our own processes (by their User-Agent), with the rules we ship
+        (:mod:`tests.support.rbac`); other clients (the tests) may do anything."""
+        if not self.rbac:
+            return
+        account = rbac.process_of(request.headers.get("User-Agent"))
+        if account is None:
+            return
+        attrs = rbac.attributes(request.method, request.match_info, request.query)
+        if attrs is None:
+            return
+        policy = self.rbac if isinstance(self.rbac, rbac.Policy) else rbac.shipped_policy()
+        if policy.allowing(account, attrs) is None:
+            raise _forbidden(attrs, account)
+        rbac.EXERCISED.add((account, attrs.verb, attrs.group, attrs.resource))
 
     def _authenticate(self, request: web.Request) -> None:
         if self.token is None:

@@ -11,7 +11,8 @@ from dataclasses import replace
 
 import pytest
 
-from controllers.leader import (
+from katalyst.clock import FakeClock
+from katalyst.leader import (
     LeaderElector,
     LeaseConflict,
     LeaseError,
@@ -25,7 +26,6 @@ from controllers.leader import (
     record_from_lease,
     released,
 )
-from katalyst.clock import FakeClock
 
 WALL = 1_700_000_000.0
 

@@ -22,9 +22,17 @@ as client-go's ``leaderelection`` package has them:
   over once the lease expires.
 
 :class:`LeaderElector` is the loop, on a :class:`~katalyst.clock.Clock` and a
-:class:`LeaseClient` (the API server's in :mod:`controllers.apiserver`, an
-in-memory one in the unit tests, which run it in virtual time); the decisions are
+:class:`LeaseClient` (each process's API-server module has one:
+``controllers.apiserver.ApiLeaseClient``, ``scheduler_plugins.apiserver.ApiServerLeaseClient``;
+an in-memory one in the unit tests, which run it in virtual time); the decisions are
 the pure functions :func:`may_acquire`, :func:`acquired`, :func:`released`.
+
+What both processes share besides the loop lives here too, so that neither client
+builds a Lease its own way: :func:`lease_object` (the body of a create or a
+conditional replace), :func:`record_from_lease` (an answer as a record),
+:func:`default_identity` and :func:`check_lease_flags` (the flags' defaults and rules).
+This module imports no Kubernetes client: it is the library's, and the library never
+talks to the API server.
 """
 
 from __future__ import annotations
@@ -34,23 +42,35 @@ import contextlib
 import datetime
 import enum
 import logging
+import math
+import os
 import random
+import re
+import socket
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from katalyst.clock import Clock, first_of
 
 __all__ = [
+    "JITTER_FACTOR",
+    "LEASE_API_VERSION",
+    "LEASE_KIND",
     "LeaderElector",
     "LeaseClient",
     "LeaseConflict",
     "LeaseError",
+    "LeaseFlagError",
     "LeaseRecord",
     "LeaseSettings",
     "Observed",
     "Outcome",
     "acquired",
+    "check_lease_flags",
+    "default_identity",
+    "lease_object",
     "lease_spec",
     "may_acquire",
     "micro_time",
@@ -59,6 +79,12 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+LEASE_API_VERSION: Final = "coordination.k8s.io/v1"
+LEASE_KIND: Final = "Lease"
+JITTER_FACTOR: Final = 1.2
+"""client-go's: a standby retries every ``retry-period * (1 + rand * 1.2)``, and the
+renew deadline must leave room for one such retry."""
 
 
 class LeaseError(Exception):
@@ -134,6 +160,22 @@ def record_from_lease(obj: Mapping[str, Any]) -> LeaseRecord:
     )
 
 
+def lease_object(record: LeaseRecord, *, namespace: str, name: str) -> dict[str, Any]:
+    """The whole Lease ``namespace/name`` holding ``record``: the body of a create (no
+    ``resourceVersion``: the API server refuses a create that has one) or of a
+    conditional replace (``metadata.resourceVersion`` is the record's, so that the
+    write is answered 409 Conflict if anyone wrote the Lease since it was read)."""
+    meta: dict[str, Any] = {"name": name, "namespace": namespace}
+    if record.resource_version:
+        meta["resourceVersion"] = record.resource_version
+    return {
+        "apiVersion": LEASE_API_VERSION,
+        "kind": LEASE_KIND,
+        "metadata": meta,
+        "spec": lease_spec(record),
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class Observed:
     """A record, and when (our monotonic clock) we first saw it as it is."""
@@ -203,13 +245,92 @@ class LeaseClient(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class LeaseSettings:
-    """The timings (see :class:`controllers.config.ControllerConfig`)."""
+    """The timings (the flags of both processes: :func:`check_lease_flags`)."""
 
     duration_s: int = 15
     renew_deadline_s: float = 10.0
     retry_period_s: float = 2.0
-    jitter: float = 1.2
+    jitter: float = JITTER_FACTOR
     """A standby retries every ``retry_period_s * (1 + rand * jitter)``."""
+
+
+def default_identity(env: Mapping[str, str] | None = None) -> str:
+    """``$POD_NAME``, else ``<hostname>_<random>`` (client-go's habit), so that two
+    replicas on one host never share an identity."""
+    env = os.environ if env is None else env
+    name = env.get("POD_NAME", "").strip()
+    if name:
+        return name
+    return f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
+
+
+class LeaseFlagError(ValueError):
+    """A leader-election flag broke its rule; the message names the flag."""
+
+
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
+def check_lease_flags(
+    *,
+    namespace: str,
+    lease_name: str,
+    identity: str,
+    lease_duration_s: object,
+    renew_deadline_s: object,
+    retry_period_s: object,
+) -> LeaseSettings:
+    """The settings, or :class:`LeaseFlagError` naming the flag
+    (``--namespace``, ``--lease-name``, ``--identity``, ``--lease-duration-s``,
+    ``--renew-deadline-s``, ``--retry-period-s``) whose rule is broken. The timings
+    follow client-go's checks, ``lease-duration > renew-deadline > 1.2 * retry-period
+    > 0``: a leader stops writing once it has failed to renew for the renew deadline,
+    which is shorter than the lease, so it has stopped before any standby may take
+    over."""
+    if len(namespace) > 63 or not _DNS_LABEL.fullmatch(namespace):
+        raise LeaseFlagError(
+            f"--namespace: {namespace!r} is not a namespace name (at most 63 of a-z 0-9 "
+            "and -, starting and ending alphanumeric)"
+        )
+    if len(lease_name) > 253 or not _DNS_SUBDOMAIN.fullmatch(lease_name):
+        raise LeaseFlagError(
+            f"--lease-name: {lease_name!r} is not an object name (a DNS subdomain: "
+            "a-z 0-9 - and ., at most 253)"
+        )
+    if not identity or len(identity) > 253 or not identity.isprintable():
+        raise LeaseFlagError(
+            f"--identity: {identity!r} must be 1 to 253 printable characters (the pod's name)"
+        )
+    duration = lease_duration_s
+    if isinstance(duration, bool) or not isinstance(duration, int) or duration < 1:
+        raise LeaseFlagError(
+            "--lease-duration-s: must be a whole number of seconds >= 1 (the Lease's "
+            f"leaseDurationSeconds), got {duration!r}"
+        )
+    renew = _positive("--renew-deadline-s", renew_deadline_s)
+    retry = _positive("--retry-period-s", retry_period_s)
+    if not renew < duration:
+        raise LeaseFlagError(
+            f"--renew-deadline-s: must be less than --lease-duration-s ({duration}), got "
+            f"{renew!r}: a leader must stop writing before a standby may take over"
+        )
+    if not renew > JITTER_FACTOR * retry:
+        raise LeaseFlagError(
+            f"--renew-deadline-s: must be more than {JITTER_FACTOR} x --retry-period-s "
+            f"({JITTER_FACTOR * retry:g}), got {renew!r}"
+        )
+    return LeaseSettings(
+        duration_s=duration, renew_deadline_s=renew, retry_period_s=retry, jitter=JITTER_FACTOR
+    )
+
+
+def _positive(flag: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise LeaseFlagError(f"{flag}: must be a number, got {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise LeaseFlagError(f"{flag}: must be a finite number > 0, got {value!r}")
+    return float(value)
 
 
 class Outcome(enum.Enum):
