@@ -21,9 +21,9 @@ is here, so that its traffic has one place to be read, rate-limited and tested.
   (:meth:`Informer.observe`), so that a pass that runs before the watch event
   arrives does not write the same thing twice.
 * :class:`ApiLeaseClient` is :class:`katalyst.leader.LeaseClient` on a Lease.
-* :class:`ApiWebhookClient` makes the requests of the webhook's secret mode: its
-  TLS Secret (get, create, update) and the ``caBundle`` of the webhook
-  configurations (get, update).
+* :class:`ApiWebhookClient` makes the webhook's requests: its TLS Secret (get,
+  create, update; secret mode) and the webhook configurations' ``caBundle`` and
+  ``failurePolicy`` (get, update; both modes).
 
 The client's ``kubernetes.aio.leaderelection`` and ``watch.Watch`` are not used:
 the former's LeaseLock passes ``pretty=True``, which the client's own validation
@@ -727,8 +727,8 @@ class ApiLeaseClient:
 
 
 class ApiWebhookClient:
-    """The webhook's secret mode: Secrets in ``namespace`` and the ``caBundle`` of
-    webhook configurations. Failures are :class:`ApiError`."""
+    """The webhook's requests: Secrets in ``namespace`` and the webhook
+    configurations (cluster-scoped). Failures are :class:`ApiError`."""
 
     def __init__(self, kube: Kube, *, namespace: str) -> None:
         self._kube = kube
@@ -749,31 +749,14 @@ class ApiWebhookClient:
         body = dict(obj, apiVersion=SECRETS.api_version, kind=SECRETS.kind)
         return await self._kube.replace(SECRETS, body, status=False)
 
-    async def set_ca_bundle(self, resource: Resource, name: str, ca_bundle: str) -> bool | None:
-        """Set ``webhooks[*].clientConfig.caBundle`` of the configuration ``name`` to
-        ``ca_bundle`` (base64 of PEM) where it differs: GET, then a conditional PUT
-        (one retry on a conflict). True: written; False: already so; None: there is
-        no such configuration."""
+    async def update_configuration(
+        self, resource: Resource, name: str, change: Callable[[Obj], Obj | None]
+    ) -> bool | None:
+        """GET the webhook configuration ``name``, then PUT ``change(obj)`` conditional on
+        its resourceVersion; on a 409 read it again and retry once with ``change`` of
+        the fresh object. True: written; False: ``change`` found nothing to write;
+        None: there is no such configuration."""
         current = await self._kube.get(resource, name)
         if current is None:
             return None
-
-        def change(obj: Obj) -> Obj | None:
-            webhooks = obj.get("webhooks")
-            if not isinstance(webhooks, list):
-                return None
-            changed = False
-            new_hooks: list[Any] = []
-            for hook in webhooks:
-                new_hook = hook
-                if isinstance(hook, dict):
-                    client = hook.get("clientConfig")
-                    client = dict(client) if isinstance(client, Mapping) else {}
-                    if client.get("caBundle") != ca_bundle:
-                        client["caBundle"] = ca_bundle
-                        new_hook = dict(hook, clientConfig=client)
-                        changed = True
-                new_hooks.append(new_hook)
-            return dict(obj, webhooks=new_hooks) if changed else None
-
         return await self._kube.rewrite(resource, current, change, status=False) is not None

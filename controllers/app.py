@@ -12,7 +12,9 @@ reconciler with its watches (:mod:`controllers.reconcile`), the leader elector
 webhook over HTTPS (:mod:`controllers.webhook.server`) with its certificate source
 (a mounted directory, :mod:`controllers.webhook.tls`, or a Secret the controller
 manages, :mod:`controllers.webhook.secret`). Every replica serves the webhook; only
-the leader writes the webhook configurations' ``caBundle``. SIGTERM or SIGINT stops
+the leader writes the webhook configurations (their ``caBundle`` in secret mode, and
+in both modes their ``failurePolicy``, once the caBundle verifies the certificate
+served: :mod:`controllers.webhook.configurations`). SIGTERM or SIGINT stops
 the writes, releases the Lease (a standby takes over at its next try) and exits 0.
 """
 
@@ -24,7 +26,7 @@ import logging
 import random
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from prometheus_client import CollectorRegistry
 
@@ -32,7 +34,6 @@ from controllers.apiserver import (
     ApiLeaseClient,
     ApiWebhookClient,
     ConnectError,
-    Kube,
     WatchSettings,
     connect,
 )
@@ -45,7 +46,8 @@ from controllers.metrics import (
     start_http,
 )
 from controllers.reconcile import Controller
-from controllers.webhook.certs import CertError
+from controllers.webhook.certs import CertError, ServingPair
+from controllers.webhook.configurations import ConfigurationKeeper
 from controllers.webhook.secret import SecretCertSource
 from controllers.webhook.server import (
     CertCollector,
@@ -112,11 +114,14 @@ async def run(
             rng=rng,
         )
         secret_source: SecretCertSource | None = None
+        keeper: ConfigurationKeeper | None = None
 
         def on_leading(leading: bool) -> None:
             controller.set_leading(leading)
             if secret_source is not None:
                 secret_source.set_leading(leading)
+            elif keeper is not None:
+                keeper.set_leading(leading)
 
         elector = LeaderElector(
             ApiLeaseClient(kube, namespace=config.namespace, name=config.lease_name),
@@ -158,20 +163,47 @@ async def run(
         if config.webhook_addr:
             serving = ServingCert()
             stack.callback(serving.close)
+            retry = WatchSettings(
+                backoff_initial_s=config.backoff_initial_s, backoff_max_s=config.backoff_max_s
+            )
+            client = ApiWebhookClient(kube, namespace=config.namespace)
+            keeper = ConfigurationKeeper(
+                client,
+                serving,
+                name=config.webhook_configurations,
+                failure_policy=config.webhook_failure_policy,
+                clock=clock,
+                retry=retry,
+                rng=rng,
+            )
             if config.webhook_cert_dir is not None:
+                # cert-manager injects the caBundle; the leader still switches the
+                # failurePolicy, and looks again whenever the certificate changes.
+                serving.on_change(_poke(keeper))
                 dir_source = CertDirSource(serving, config.webhook_cert_dir, clock=clock)
                 try:
                     dir_source.load()
                 except CertError as exc:
                     raise StartupError(f"--webhook-cert-dir: {exc}") from exc
             else:
-                secret_source = _secret_source(kube, serving, config, clock=clock, rng=rng)
+                secret_source = SecretCertSource(
+                    client,
+                    serving,
+                    keeper=keeper,
+                    secret=config.webhook_cert_secret,
+                    service=config.webhook_service,
+                    clock=clock,
+                    retry=retry,
+                    rng=rng,
+                )
             registry.register(CertCollector(serving))
             app = build_webhook_app(
                 config=config.admission,
                 metrics=WebhookMetrics(registry),
                 serving=serving,
                 max_body_bytes=config.webhook_max_body_bytes,
+                max_concurrency=config.webhook_max_concurrency,
+                clock=clock,
             )
             try:
                 webhook_runner, webhook_bound = await start_https(
@@ -195,31 +227,18 @@ async def run(
             group.create_task(elector.run(stop))
             if dir_source is not None:
                 group.create_task(dir_source.run(stop))
+                if keeper is not None:
+                    group.create_task(keeper.run(stop))
             if secret_source is not None:
                 group.create_task(secret_source.run(stop))
     log.info("stopped")
 
 
-def _secret_source(
-    kube: Kube,
-    serving: ServingCert,
-    config: ControllerConfig,
-    *,
-    clock: Clock,
-    rng: random.Random | None,
-) -> SecretCertSource:
-    return SecretCertSource(
-        ApiWebhookClient(kube, namespace=config.namespace),
-        serving,
-        secret=config.webhook_cert_secret,
-        service=config.webhook_service,
-        configurations=config.webhook_configurations,
-        clock=clock,
-        retry=WatchSettings(
-            backoff_initial_s=config.backoff_initial_s, backoff_max_s=config.backoff_max_s
-        ),
-        rng=rng,
-    )
+def _poke(keeper: ConfigurationKeeper) -> Callable[[ServingPair], None]:
+    def changed(_pair: ServingPair) -> None:
+        keeper.poke()
+
+    return changed
 
 
 def main(argv: Sequence[str] | None = None) -> int:

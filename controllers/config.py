@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Final, Literal
 
 from controllers.webhook.admission import AdmissionConfig
-from controllers.webhook.server import DEFAULT_MAX_BODY_BYTES
+from controllers.webhook.configurations import FAILURE_POLICIES, FailurePolicy
+from controllers.webhook.server import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONCURRENCY
 from controllers.webhook.settings import AdmissionConfigError, load_admission_config
 from katalyst.entrypoint import base_parser
 from katalyst.leader import JITTER_FACTOR, LeaseFlagError, check_lease_flags, default_identity
@@ -46,6 +47,8 @@ DEFAULT_METRICS_ADDR: Final = "127.0.0.1:9317"
 _DNS_1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 MIN_BODY_BYTES: Final = 64 * 1024
 """The least ``--webhook-max-body-bytes``: below it, ordinary pods would be refused."""
+MAX_SLOTS: Final = 1024
+"""The most ``--webhook-max-concurrency``: past it the limit protects nothing."""
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 
@@ -109,13 +112,21 @@ class ControllerConfig:
     webhook through; the names the issued certificate covers (secret mode)."""
     webhook_configurations: str = "katalyst-webhook"
     """``--webhook-configurations``: the Mutating- and ValidatingWebhookConfiguration
-    whose ``caBundle`` the leader keeps (secret mode)."""
+    the leader keeps: their ``caBundle`` (secret mode) and ``failurePolicy`` (both
+    modes)."""
+    webhook_failure_policy: FailurePolicy = "Fail"
+    """``--webhook-failure-policy``: ``Fail`` or ``Ignore``, set by the leader on every
+    webhook of the configurations once its ``caBundle`` verifies the certificate
+    served (they are installed with ``Ignore``). Default ``Fail``."""
     webhook_config: Path | None = None
     """``--webhook-config``: the YAML file ``admission`` was read from (None: defaults)."""
     admission: AdmissionConfig = field(default_factory=AdmissionConfig)
     """Excluded namespaces and default QoS levels, from ``--webhook-config``."""
     webhook_max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     """``--webhook-max-body-bytes``: larger request bodies are answered 413. Default 4 MiB."""
+    webhook_max_concurrency: int = DEFAULT_MAX_CONCURRENCY
+    """``--webhook-max-concurrency``: reviews read and decided at once; one that waits
+    more than 2 s for a slot is answered 429. Default 32."""
 
     def __post_init__(self) -> None:
         check(self)
@@ -137,6 +148,8 @@ _FLAGS: Final[Mapping[str, str]] = {
     "webhook_cert_secret": "--webhook-cert-secret",
     "webhook_service": "--webhook-service",
     "webhook_configurations": "--webhook-configurations",
+    "webhook_failure_policy": "--webhook-failure-policy",
+    "webhook_max_concurrency": "--webhook-max-concurrency",
     "webhook_config": "--webhook-config",
     "webhook_max_body_bytes": "--webhook-max-body-bytes",
 }
@@ -222,6 +235,15 @@ def _check_webhook(config: ControllerConfig) -> None:
         raise FlagError(
             f"--webhook-max-body-bytes: must be a whole number of bytes >= {MIN_BODY_BYTES}, "
             f"got {size!r}"
+        )
+    policy = config.webhook_failure_policy
+    if policy not in FAILURE_POLICIES:
+        raise FlagError(f"--webhook-failure-policy: must be Fail or Ignore, got {policy!r}")
+    slots = config.webhook_max_concurrency
+    if isinstance(slots, bool) or not isinstance(slots, int) or not 1 <= slots <= MAX_SLOTS:
+        raise FlagError(
+            f"--webhook-max-concurrency: must be a whole number from 1 to {MAX_SLOTS}, "
+            f"got {slots!r}"
         )
 
 
@@ -324,8 +346,15 @@ def build_parser(prog: str, description: str | None) -> argparse.ArgumentParser:
         "--webhook-configurations",
         metavar="NAME",
         default=ControllerConfig.webhook_configurations,
-        help="the Mutating- and ValidatingWebhookConfiguration whose caBundle the leader keeps "
-        "(default %(default)s)",
+        help="the Mutating- and ValidatingWebhookConfiguration whose caBundle (secret mode) and "
+        "failurePolicy the leader keeps (default %(default)s)",
+    )
+    add(
+        "--webhook-failure-policy",
+        metavar="Fail|Ignore",
+        default=ControllerConfig.webhook_failure_policy,
+        help="failurePolicy the leader sets on the webhooks once their caBundle verifies the "
+        "certificate served (default %(default)s)",
     )
     add(
         "--webhook-config",
@@ -337,6 +366,13 @@ def build_parser(prog: str, description: str | None) -> argparse.ArgumentParser:
         metavar="N",
         default=str(DEFAULT_MAX_BODY_BYTES),
         help="larger request bodies are answered 413 (default %(default)s)",
+    )
+    add(
+        "--webhook-max-concurrency",
+        metavar="N",
+        default=str(DEFAULT_MAX_CONCURRENCY),
+        help="reviews decided at once; one that waits over 2 s for a slot is answered 429 "
+        "(default %(default)s)",
     )
     return parser
 
@@ -380,6 +416,12 @@ def load_config(
         raise FlagError(
             f"--webhook-max-body-bytes: {args.webhook_max_body_bytes!r} is not a whole number"
         ) from None
+    try:
+        max_concurrency = int(args.webhook_max_concurrency)
+    except ValueError:
+        raise FlagError(
+            f"--webhook-max-concurrency: {args.webhook_max_concurrency!r} is not a whole number"
+        ) from None
     return ControllerConfig(
         kubeconfig=Path(args.kubeconfig) if args.kubeconfig is not None else None,
         namespace=namespace,
@@ -399,4 +441,6 @@ def load_config(
         webhook_config=webhook_config,
         admission=admission,
         webhook_max_body_bytes=max_body,
+        webhook_failure_policy=args.webhook_failure_policy,
+        webhook_max_concurrency=max_concurrency,
     )

@@ -27,11 +27,12 @@ client's typed lease calls are not used: they validate a dict body into a
 fraction of a whole second, and the API server refuses a MicroTime without six
 fractional digits.
 
-:class:`ApiServerPodLabel` is :class:`scheduler_plugins.replica.PodLabel`: the leader's
-label on its own Pod, set and removed with one ``PATCH pods/{name}`` in the pod's
-namespace as a JSON merge patch (RFC 7386) of ``metadata.labels`` (``null`` removes a
-key): no read first and no ``resourceVersion``, so it cannot conflict with the
-kubelet's status writes, and it touches no other label.
+:class:`ApiServerEndpointSlice` is :class:`scheduler_plugins.replica.SliceStore`: the
+EndpointSlice by which the leader routes the selector-less Service to itself,
+``GET``, ``POST`` and a conditional ``PUT`` (the object's
+``metadata.resourceVersion``) of ``discovery.k8s.io/v1`` ``endpointslices`` in the
+Service's namespace. The extender never writes pods other than through a binding:
+``pods: patch`` in its namespace would reach the agent's privileged pods.
 
 Every request carries the User-Agent ``katalyst-scheduler-extender/<version>`` (and
 the replica's identity): the API server's audit log and per-client metrics tell the
@@ -58,7 +59,7 @@ from katalyst import __version__
 from katalyst.clock import Clock, first_of
 from katalyst.kuberaw import raw_call
 from katalyst.leader import LeaseConflict, LeaseError, LeaseRecord, lease_object, record_from_lease
-from scheduler_plugins.replica import LEADER_LABEL, PodLabelError
+from scheduler_plugins.replica import SliceConflict, SliceError
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,6 @@ HTTP_CONFLICT: Final = 409
 MAX_EVENT_BYTES: Final = 16 * 1024 * 1024
 USER_AGENT: Final = f"katalyst-scheduler-extender/{__version__}"
 JSON: Final = "application/json"
-MERGE_PATCH: Final = "application/merge-patch+json"
 
 ApiClient = k8s_client.ApiClient
 RawObject = Mapping[str, Any]
@@ -421,14 +421,17 @@ class ApiServerLeaseClient:
         return await _send(self._api, method, path, params, body=body, timeout_s=self._timeout)
 
 
-PODS_PATH: Final = "/api/v1/namespaces/{namespace}/pods/{name}"
+SLICES_PATH: Final = "/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices"
 
 
-class ApiServerPodLabel:
-    """:class:`scheduler_plugins.replica.PodLabel` on the Pod ``namespace/name``: a
-    JSON merge patch of its ``metadata.labels`` (``PATCH pods/{name}``, which the
-    extender's Role grants in its own namespace). Every failure is a
-    :class:`~scheduler_plugins.replica.PodLabelError`: the caller retries it."""
+class ApiServerEndpointSlice:
+    """:class:`scheduler_plugins.replica.SliceStore` on the EndpointSlice
+    ``namespace/name``: ``GET``, ``POST`` and a conditional ``PUT`` of
+    ``discovery.k8s.io/v1`` ``endpointslices`` (what the extender's Role grants in its
+    own namespace). Every failure is a :class:`~scheduler_plugins.replica.SliceError`,
+    a lost race (409, or 404 on a replace) a
+    :class:`~scheduler_plugins.replica.SliceConflict`: the caller reads again or
+    retries."""
 
     def __init__(
         self,
@@ -436,30 +439,48 @@ class ApiServerPodLabel:
         *,
         namespace: str,
         name: str,
-        key: str = LEADER_LABEL,
         request_timeout_s: float = 10.0,
     ) -> None:
         self._api = api
         self._namespace = namespace
         self._name = name
-        self._key = key
         self._timeout = request_timeout_s
 
     @property
     def where(self) -> str:
-        return f"pod {self._namespace}/{self._name}"
+        return f"endpointslice {self._namespace}/{self._name}"
 
-    async def put(self, value: str | None) -> None:
-        body = {"metadata": {"labels": {self._key: value}}}
+    async def get(self) -> RawObject | None:
         try:
-            await _send(
-                self._api,
-                "PATCH",
-                PODS_PATH,
-                {"namespace": self._namespace, "name": self._name},
-                body=body,
-                timeout_s=self._timeout,
-                content_type=MERGE_PATCH,
-            )
+            return await self._send("GET", SLICES_PATH + "/{name}", None)
+        except ApiServerStatus as exc:
+            if exc.status == HTTP_NOT_FOUND:
+                return None
+            raise SliceError(f"{self.where}: {exc}") from exc
         except ApiServerError as exc:
-            raise PodLabelError(f"{self.where}: {exc}") from exc
+            raise SliceError(f"{self.where}: {exc}") from exc
+
+    async def create(self, obj: RawObject) -> RawObject:
+        return await self._write("POST", SLICES_PATH, obj, lost=(HTTP_CONFLICT,))
+
+    async def update(self, obj: RawObject) -> RawObject:
+        # A 404: deleted since it was read, a race like a 409 (the next read sees it).
+        return await self._write(
+            "PUT", SLICES_PATH + "/{name}", obj, lost=(HTTP_CONFLICT, HTTP_NOT_FOUND)
+        )
+
+    async def _write(
+        self, method: str, path: str, obj: RawObject, *, lost: tuple[int, ...]
+    ) -> RawObject:
+        try:
+            return await self._send(method, path, obj)
+        except ApiServerStatus as exc:
+            if exc.status in lost:
+                raise SliceConflict(f"{self.where}: {exc}") from exc
+            raise SliceError(f"{self.where}: {exc}") from exc
+        except ApiServerError as exc:
+            raise SliceError(f"{self.where}: {exc}") from exc
+
+    async def _send(self, method: str, path: str, body: RawObject | None) -> RawObject:
+        params = {"namespace": self._namespace, "name": self._name}
+        return await _send(self._api, method, path, params, body=body, timeout_s=self._timeout)

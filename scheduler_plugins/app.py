@@ -8,12 +8,13 @@ runs the loops and servers as children of one task group.
 
 With ``--leader-elect`` the replicas behind the Service compete for a
 ``coordination.k8s.io/v1`` Lease (:mod:`katalyst.leader`); only the holder answers
-kube-scheduler, and it labels its own Pod ``katalyst.kubewharf.io/extender-leader:
-"true"``, which the Service selects (:mod:`scheduler_plugins.replica`). Every replica
-keeps its CNR and pod watches running and is ready once they have listed, so a
-standby serves at once when it takes over. SIGTERM or SIGINT stops answering,
-releases the Lease (a standby takes over at its next try), removes the label and
-exits 0.
+kube-scheduler, and it publishes its own address (``$POD_IP`` and the port of
+``--listen``) as the one endpoint of the EndpointSlice ``<--service>-leader``, which
+routes the selector-less Service to it (:mod:`scheduler_plugins.replica`). Every
+replica keeps its CNR and pod watches running and is ready once they have listed, so
+a standby serves at once when it takes over. SIGTERM or SIGINT stops answering,
+releases the Lease (a standby takes over at its next try), withdraws the address
+and exits 0.
 """
 
 from __future__ import annotations
@@ -46,7 +47,14 @@ from katalyst.logsetup import configure_logging
 from scheduler_plugins import apiserver
 from scheduler_plugins.extender import Extender, Strategies
 from scheduler_plugins.metrics import ExtenderCollector
-from scheduler_plugins.replica import LeaderLabel, Replica
+from scheduler_plugins.replica import (
+    DEFAULT_SERVICE,
+    LeaderEndpoint,
+    LeaderSlice,
+    Replica,
+    check_service_name,
+    leader_endpoint,
+)
 from scheduler_plugins.server import DEFAULT_MAX_BODY_BYTES, make_app
 from scheduler_plugins.state import ClusterState, _uid
 
@@ -80,6 +88,13 @@ def _whole(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds") from None
 
 
+def _service(text: str) -> str:
+    try:
+        return check_service_name(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _number(text: str) -> float:
     try:
         return float(text)
@@ -101,16 +116,19 @@ class LeaseOptions:
     ``<hostname>_<random>``)."""
     settings: LeaseSettings
     """``--lease-duration-s`` (15), ``--renew-deadline-s`` (10), ``--retry-period-s`` (2)."""
-    pod: tuple[str, str] | None = None
-    """This replica's own Pod, ``(namespace, name)``, which the leader labels:
-    ``$POD_NAMESPACE`` (else the Lease's namespace) and ``$POD_NAME`` (the downward
-    API); None without ``$POD_NAME`` (not in a pod: nothing to label)."""
+    endpoint: LeaderEndpoint | None = None
+    """What the leader publishes in the EndpointSlice of ``--service`` (default
+    ``katalyst-scheduler-extender``): ``$POD_IP`` and the port of ``--listen``, in
+    ``$POD_NAMESPACE`` (else the Lease's namespace), with ``$POD_NAME`` as its
+    ``targetRef`` and ``$NODE_NAME`` as its ``nodeName`` when set (the downward API);
+    None without ``--leader-elect`` or without ``$POD_IP`` (not in a pod: nothing to
+    publish)."""
 
 
 def lease_options(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> LeaseOptions:
     """The leader-election flags of ``args`` with their defaults from ``env`` (the
-    downward API's ``POD_NAMESPACE`` and ``POD_NAME``); :class:`LeaseFlagError`
-    naming the flag whose rule a value breaks."""
+    downward API's ``POD_NAMESPACE``, ``POD_NAME``, ``POD_IP`` and ``NODE_NAME``);
+    :class:`LeaseFlagError` naming the flag or variable whose rule a value breaks."""
     env = os.environ if env is None else env
     namespace = args.namespace
     if namespace is None:
@@ -124,10 +142,21 @@ def lease_options(args: argparse.Namespace, env: Mapping[str, str] | None = None
         renew_deadline_s=args.renew_deadline_s,
         retry_period_s=args.retry_period_s,
     )
-    pod_name = env.get("POD_NAME", "").strip()
-    pod_namespace = env.get("POD_NAMESPACE", "").strip() or namespace
-    pod = (pod_namespace, pod_name) if pod_name else None
-    return LeaseOptions(namespace, args.lease_name, identity, settings, pod)
+    endpoint = None
+    ip = env.get("POD_IP", "").strip()
+    if ip and args.leader_elect:
+        try:
+            endpoint = leader_endpoint(
+                service=args.service,
+                namespace=env.get("POD_NAMESPACE", "").strip() or namespace,
+                ip=ip,
+                port=args.listen[1],
+                pod=env.get("POD_NAME", "").strip(),
+                node=env.get("NODE_NAME", "").strip(),
+            )
+        except ValueError as exc:
+            raise LeaseFlagError(str(exc)) from None
+    return LeaseOptions(namespace, args.lease_name, identity, settings, endpoint)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -194,6 +223,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ID",
         help="this replica's holder identity in the Lease (default $POD_NAME, else "
         "<hostname>_<random>)",
+    )
+    parser.add_argument(
+        "--service",
+        type=_service,
+        metavar="NAME",
+        default=DEFAULT_SERVICE,
+        help="the selector-less Service in $POD_NAMESPACE that kube-scheduler calls; the "
+        "leader routes it to itself with the EndpointSlice NAME-leader (default "
+        "%(default)s)",
     )
     parser.add_argument(
         "--lease-duration-s",
@@ -288,23 +326,25 @@ async def run(
         ),
     ]
     elector: LeaderElector | None = None
-    label: LeaderLabel | None = None
+    publisher: LeaderSlice | None = None
     if args.leader_elect:
-        if lease.pod is not None:
-            pod_namespace, pod_name = lease.pod
-            label = LeaderLabel(
-                apiserver.ApiServerPodLabel(
+        if lease.endpoint is not None:
+            endpoint = lease.endpoint
+            publisher = LeaderSlice(
+                apiserver.ApiServerEndpointSlice(
                     api,
-                    namespace=pod_namespace,
-                    name=pod_name,
-                    request_timeout_s=lease.settings.renew_deadline_s,
+                    namespace=endpoint.namespace,
+                    name=endpoint.slice_name,
+                    request_timeout_s=min(10.0, lease.settings.renew_deadline_s),
                 ),
+                endpoint,
                 clock=clock,
             )
         else:
             log.warning(
-                "leader election: no $POD_NAME, so the leader cannot label its pod; a "
-                "Service that selects the leader label will not route to it"
+                "leader election: no $POD_IP, so the leader publishes no EndpointSlice; "
+                "the Service %s does not route to this replica",
+                args.service,
             )
 
         def leadership(leading: bool) -> None:
@@ -312,10 +352,14 @@ async def run(
                 log.info("leader election: %s answers kube-scheduler now", lease.identity)
             else:
                 log.info("leader election: %s is a standby (answers 503)", lease.identity)
-            # On a graceful stop the label goes after the release of the Lease: the
-            # label's run removes it once the elector has returned (_lead).
-            if label is not None and (leading or not stop.is_set()):
-                label.lead(leading)
+            if publisher is None:
+                return
+            if leading or not stop.is_set():
+                publisher.lead(leading)
+            else:
+                # A graceful stop: the address goes after the release of the Lease,
+                # once the elector has returned (_lead); nothing is published meanwhile.
+                publisher.hold()
 
         elector = LeaderElector(
             apiserver.ApiServerLeaseClient(
@@ -361,25 +405,26 @@ async def run(
             for watch in watches:
                 group.create_task(watch.run(stop))
             if elector is not None:
-                group.create_task(_lead(elector, label, stop))
+                group.create_task(_lead(elector, publisher, stop))
     finally:
         await runner.cleanup()
         await api.close()  # type: ignore[no-untyped-call]
 
 
-async def _lead(elector: LeaderElector, label: LeaderLabel | None, stop: asyncio.Event) -> None:
-    """Campaign, with the leader's label following leadership. The label's first patch
-    removes a label a previous container of this pod left (it crashed while leading)
-    before this one campaigns; however that patch ends, the campaign starts. The label
-    is stopped only after the elector (and so after the release of the Lease)."""
-    if label is None:
+async def _lead(elector: LeaderElector, publisher: LeaderSlice | None, stop: asyncio.Event) -> None:
+    """Campaign, with the EndpointSlice following leadership. The publisher's first
+    request removes this replica's address if a previous container of this pod left it
+    there (it crashed while leading), before this one campaigns; however that ends,
+    the campaign starts. The publisher is stopped only after the elector (and so after
+    the release of the Lease)."""
+    if publisher is None:
         await elector.run(stop)
         return
     elected = asyncio.Event()
     async with asyncio.TaskGroup() as group:
-        group.create_task(label.run(elected))
+        group.create_task(publisher.run(elected))
         try:
-            await first_of(label.first_try, stop)
+            await first_of(publisher.first_try, stop)
             await elector.run(stop)
         finally:
             elected.set()

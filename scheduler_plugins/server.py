@@ -4,7 +4,9 @@
 A body that is not JSON (or not a JSON object) is a 400; a body over
 ``max_body_bytes`` a 413 (aiohttp refuses it before reading it whole); a replica
 that may not answer (a standby: :mod:`scheduler_plugins.replica`) a 503 whose JSON
-``Error`` says why; everything else is a 200 whose ``Error`` says what was wrong.
+``Error`` says why, with ``Connection: close`` (the caller reconnects, and the Service
+routes the new connection to the leader); everything else is a 200 whose ``Error``
+says what was wrong.
 
 ``/healthz`` is liveness: 200 while the process serves. ``/readyz`` is readiness:
 200 when the gate says ready, else 503 with the reason as text. ``/metrics``: the
@@ -71,9 +73,16 @@ class _Always:
 
 
 def _unavailable(reason: str) -> web.Response:
-    return web.Response(
+    response = web.Response(
         status=503, body=orjson.dumps({"Error": reason}), content_type="application/json"
     )
+    # "Connection: close", and the connection is closed once answered: kube-scheduler
+    # keeps its connections to an extender alive, and kube-proxy does not move an
+    # established flow when the Service's endpoints change, so without this a
+    # scheduler could stay pinned to a replica that no longer leads. Its next call
+    # opens a new connection, which the Service routes to the current leader.
+    response.force_close()
+    return response
 
 
 Handler = Callable[[web.Request], Awaitable[web.Response]]

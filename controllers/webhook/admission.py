@@ -241,9 +241,10 @@ def _answer(
     return {"apiVersion": API_VERSION, "kind": KIND, "response": response}
 
 
-def malformed(message: str) -> AdmissionReviewDict:
-    """The answer to a body that is not an AdmissionReview at all (not JSON)."""
-    return _answer("", allowed=False, code=CODE_BAD_REVIEW, message=message)
+def malformed(message: str, *, code: int = CODE_BAD_REVIEW) -> AdmissionReviewDict:
+    """The answer to a request that is not an AdmissionReview at all (not JSON), or
+    that was not read (``code``: 408, 413, 429)."""
+    return _answer("", allowed=False, code=code, message=message)
 
 
 def _decide(

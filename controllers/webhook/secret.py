@@ -11,12 +11,16 @@ Every replica, each pass (every ``period_s``, and at once when it starts leading
    conditional on the resourceVersion read) the Secret. Replicas race for that
    write; the loser's 409 makes it read the Secret again and take the winner's;
 3. serves the Secret's ``tls.crt``/``tls.key`` (:class:`ServingCert`);
-4. if it leads, sets ``webhooks[*].clientConfig.caBundle`` of the
-   MutatingWebhookConfiguration and the ValidatingWebhookConfiguration named
-   ``--webhook-configurations`` to the Secret's ``ca.crt`` where it differs. A
-   configuration that does not exist is logged (once until it appears), not an error:
-   it may be installed after the controller.
+4. if it leads, makes the pass of :class:`~controllers.webhook.configurations.ConfigurationKeeper`
+   over the Mutating- and ValidatingWebhookConfiguration ``--webhook-configurations``:
+   ``caBundle`` the union of the Secret's ``ca.crt`` and the CAs published before
+   that are still valid (at most two), and ``failurePolicy`` switched to
+   ``--webhook-failure-policy`` once the caBundle verifies the certificate served.
 
+A renewal that cannot be written (the Secret is immutable, RBAC refuses the update,
+a webhook refuses it) is counted in ``katalyst_webhook_certificate_errors_total`` and
+logged at WARNING every pass it fails; the certificate the Secret holds is served
+meanwhile (it has 30 days left when renewal starts), and the pass goes on.
 A failed pass (the API server did not answer) is retried with backoff; the
 certificate served meanwhile is the last one read.
 """
@@ -32,8 +36,6 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from controllers.apiserver import (
-    MUTATING_WEBHOOK_CONFIGURATIONS,
-    VALIDATING_WEBHOOK_CONFIGURATIONS,
     ApiError,
     ApiWebhookClient,
     Obj,
@@ -41,6 +43,7 @@ from controllers.apiserver import (
     backoff,
 )
 from controllers.webhook.certs import CertBundle, CertError, generate, renewal_reason
+from controllers.webhook.configurations import ConfigurationKeeper
 from controllers.webhook.tls import ServingCert, utc_from_wall
 from katalyst.clock import Clock, first_of
 
@@ -112,9 +115,9 @@ class SecretCertSource:
         client: ApiWebhookClient,
         serving: ServingCert,
         *,
+        keeper: ConfigurationKeeper,
         secret: str,
         service: str,
-        configurations: str,
         clock: Clock,
         period_s: float = PERIOD_S,
         retry: WatchSettings | None = None,
@@ -125,26 +128,24 @@ class SecretCertSource:
         self.secret = secret
         self.namespace = client.namespace
         self.service = service
-        self.configurations = configurations
+        self.keeper = keeper
         self._clock = clock
         self._period_s = period_s
         self._retry = retry or WatchSettings()
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
-        self._leading = False
         self._wake = asyncio.Event()
-        self._missing: set[str] = set()
         self.issued = 0
         """Certificates this replica issued and wrote."""
-        self.ca_bundle_writes = 0
-        """Webhook configurations whose caBundle this replica wrote."""
+        self.write_failures = 0
+        """Renewals this replica could not write (also in ``serving.errors``)."""
 
     @property
     def leading(self) -> bool:
-        return self._leading
+        return self.keeper.leading
 
     def set_leading(self, leading: bool) -> None:
         """The leader elector's callback: a new leader publishes the CA at once."""
-        self._leading = leading
+        self.keeper.set_leading(leading)
         if leading:
             self._wake.set()
 
@@ -170,7 +171,12 @@ class SecretCertSource:
                 log.info("webhook: %s: wrote a certificate valid for 1 year", where)
             except ApiError as exc:
                 if not exc.conflict:
-                    raise
+                    self._write_failed(where, exc)
+                    if exc.transient:
+                        raise  # retried with backoff, sooner than the next pass
+                    if current is None:
+                        return  # nothing to serve
+                    return await self._serve(where, bundle)
                 # Another replica wrote it first (409 AlreadyExists on create, Conflict
                 # on update): serve theirs.
                 log.info("webhook: %s: another replica wrote it first; reading theirs", where)
@@ -178,32 +184,28 @@ class SecretCertSource:
             bundle = bundle_from_secret(current)
         if bundle is None:
             raise ApiError(0, f"{where}: gone while it was being written")
+        await self._serve(where, bundle)
+
+    def _write_failed(self, where: str, exc: ApiError) -> None:
+        self.write_failures += 1
+        self._serving.errors += 1
+        log.warning(
+            "webhook: %s: cannot write the new certificate (%s); serving the one the Secret "
+            "holds, trying again next pass",
+            where,
+            exc,
+        )
+
+    async def _serve(self, where: str, bundle: CertBundle | None) -> None:
+        """Serve ``bundle``'s pair; then, if leading, the configurations' pass."""
+        if bundle is None:
+            return
         try:
             self._serving.install(bundle.tls_crt, bundle.tls_key, what=where)
         except CertError as exc:
             log.warning("webhook: %s: cannot serve it (%s); trying again next pass", where, exc)
             return
-        if self._leading and bundle.ca_crt:
-            await self._publish_ca(bundle.ca_crt)
-
-    async def _publish_ca(self, ca_crt: bytes) -> None:
-        ca_bundle = _b64(ca_crt)
-        for resource in (MUTATING_WEBHOOK_CONFIGURATIONS, VALIDATING_WEBHOOK_CONFIGURATIONS):
-            what = f"{resource.kind} {self.configurations}"
-            if not self._leading:
-                return  # stepped down meanwhile: the new leader does it
-            written = await self._client.set_ca_bundle(resource, self.configurations, ca_bundle)
-            if written is None:
-                if what not in self._missing:
-                    self._missing.add(what)
-                    log.warning(
-                        "webhook: %s does not exist; its caBundle is set once it does", what
-                    )
-                continue
-            self._missing.discard(what)
-            if written:
-                self.ca_bundle_writes += 1
-                log.info("webhook: %s: caBundle set to the CA of %s", what, self.secret)
+        await self.keeper.sync(secret_ca=bundle.ca_crt or None)
 
     async def run(self, stop: asyncio.Event) -> None:
         """A pass every ``period_s`` (and when leadership starts) until ``stop``."""

@@ -1,15 +1,21 @@
-"""The webhook's TLS: one ``ssl.SSLContext`` whose certificate is replaced in place.
+"""The webhook's TLS: a fresh ``ssl.SSLContext`` per certificate, chosen per handshake.
 
-:class:`ServingCert` owns the context (TLS 1.2 or later, as kube-apiserver's client
-negotiates). :meth:`ServingCert.install` checks a pair first (readable PEM, the key is
-the certificate's, and OpenSSL takes it on a scratch context), and only then calls
-``load_cert_chain`` again on the live context: handshakes from then on present the
-new certificate, connections already open keep theirs. A pair that fails any check
-is refused with a :class:`~controllers.webhook.certs.CertError` and the old one stays:
-``load_cert_chain`` on the live context could otherwise be left with the new
-certificate and the old key when the key file is bad. ``load_cert_chain`` reads
-files, so the checked bytes are written to a private directory first, and what is
-loaded is exactly what was checked, whatever happens on disk meanwhile.
+:class:`ServingCert` owns the serving context the HTTPS server listens with (TLS 1.2
+or later, as kube-apiserver's client negotiates). It holds no certificate itself: its
+``sni_callback`` runs early in every handshake (OpenSSL calls it whether or not the
+client sent a server name) and hands the connection the context of the pair installed
+last (``ssl_object.context = current``; OpenSSL's ``SSL_set_SSL_CTX`` takes that
+context's certificate and key). :meth:`ServingCert.install` checks a pair (readable
+PEM, the key is the certificate's) and loads it into a new context; only if OpenSSL
+takes it does that context become the current one: handshakes from then on present
+the new certificate, connections already open keep theirs, and a pair that fails any
+check is refused with a :class:`~controllers.webhook.certs.CertError` while the old
+one stays. A new context per pair, rather than ``load_cert_chain`` again on one live
+context: OpenSSL keeps one certificate per key type in a context, so loading an ECDSA
+pair into a context that held an RSA one would serve both (the old RSA one to any
+client that prefers RSA). ``load_cert_chain`` reads files, so the checked bytes are
+written to a private directory first, and what is loaded is exactly what was
+checked, whatever happens on disk meanwhile.
 
 :class:`CertDirSource` serves ``tls.crt`` and ``tls.key`` from a directory (a Secret
 volume that cert-manager or Helm fills) and polls them: the kubelet replaces a
@@ -55,6 +61,10 @@ class ServingCert:
 
     def __init__(self, *, on_change: Callable[[ServingPair], None] | None = None) -> None:
         self.context = server_context()
+        """The context the server listens with; it picks :attr:`pair_context`."""
+        self.context.sni_callback = self._select
+        self.pair_context: ssl.SSLContext | None = None
+        """The context of the pair served (None until the first)."""
         self.current: ServingPair | None = None
         self.loads = 0
         """Certificates installed."""
@@ -62,6 +72,17 @@ class ServingCert:
         """Pairs refused (unreadable, mismatched, refused by OpenSSL)."""
         self._on_change = on_change
         self._dir = tempfile.TemporaryDirectory(prefix="katalyst-webhook-tls-")
+
+    def on_change(self, callback: Callable[[ServingPair], None] | None) -> None:
+        """Call ``callback`` with each pair installed from now on."""
+        self._on_change = callback
+
+    def _select(self, ssl_object: ssl.SSLObject, _server_name: str | None, _ctx: object) -> None:
+        # Runs in the handshake; returning None lets it go on. Before the first pair,
+        # the listening context (no certificate) fails the handshake, as it should.
+        current = self.pair_context
+        if current is not None:
+            ssl_object.context = current
 
     def close(self) -> None:
         """Remove the private copies of the key."""
@@ -96,11 +117,12 @@ class ServingCert:
             out.write(key_pem)
         with crt.open("wb") as out:
             out.write(chain_pem)
+        fresh = server_context()
         try:
-            server_context().load_cert_chain(crt, key)
+            fresh.load_cert_chain(crt, key)
         except (ssl.SSLError, OSError) as exc:
             raise CertError(f"{what}: OpenSSL refuses the pair: {exc}") from None
-        self.context.load_cert_chain(crt, key)
+        self.pair_context = fresh
         self.current = pair
         self.loads += 1
         log.info(

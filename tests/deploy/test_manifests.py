@@ -160,7 +160,7 @@ def test_a_release_in_another_namespace_points_everything_there() -> None:
         (webhook,) = hook["webhooks"]
         assert webhook["clientConfig"]["service"]["namespace"] == "qos"
         excluded = webhook["namespaceSelector"]["matchExpressions"][0]["values"]
-        assert set(excluded) == {"kube-system", "qos"}
+        assert set(excluded) == {"kube-system", "kube-node-lease", "qos"}
     (config,) = [
         o
         for o in objects
@@ -168,6 +168,7 @@ def test_a_release_in_another_namespace_points_everything_there() -> None:
     ]
     assert yaml.safe_load(config["data"]["webhook.yaml"])["excludedNamespaces"] == [
         "kube-system",
+        "kube-node-lease",
         "qos",
     ]
 
@@ -178,11 +179,13 @@ def test_webhooks_cannot_block_system_pods() -> None:
     assert set(hooks) == {"MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"}
     for hook in hooks.values():
         (webhook,) = hook["webhooks"]
-        assert webhook["failurePolicy"] == "Fail" and webhook["timeoutSeconds"] <= 10
+        # Installed as Ignore: a controller that never comes up blocks nothing; its
+        # leader sets the chosen policy once the certificate verifies.
+        assert webhook["failurePolicy"] == "Ignore" and webhook["timeoutSeconds"] <= 10
         assert webhook["sideEffects"] == "None" and webhook["admissionReviewVersions"] == ["v1"]
         first = webhook["namespaceSelector"]["matchExpressions"][0]
         assert first["key"] == "kubernetes.io/metadata.name" and first["operator"] == "NotIn"
-        assert {"kube-system", "katalyst-system"} <= set(first["values"])
+        assert {"kube-system", "kube-node-lease", "katalyst-system"} <= set(first["values"])
         assert webhook["rules"][0]["resources"] == ["pods"]
     paths = {k: h["webhooks"][0]["clientConfig"]["service"]["path"] for k, h in hooks.items()}
     assert paths == {
@@ -191,6 +194,46 @@ def test_webhooks_cannot_block_system_pods() -> None:
     }
     mutating = hooks["MutatingWebhookConfiguration"]["webhooks"][0]
     assert mutating["rules"][0]["operations"] == ["CREATE"]
+    validating = hooks["ValidatingWebhookConfiguration"]["webhooks"][0]
+    (condition,) = validating["matchConditions"]
+    assert "katalyst.kubewharf.io/qos_level" in condition["expression"]
+    (controller,) = [
+        o
+        for o in objects
+        if o["kind"] == "Deployment" and o["metadata"]["name"] == "katalyst-controller"
+    ]
+    args = controller["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--webhook-failure-policy=Fail" in args
+    assert "--webhook-configurations=katalyst-webhook" in args
+
+
+def test_cert_manager_mode_uses_a_ca_and_never_waits_on_its_own_webhook() -> None:
+    objects = render(VARIANTS["cert-manager"])
+    certs = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Certificate"}
+    assert certs["katalyst-webhook-ca"]["spec"]["isCA"] is True
+    assert certs["katalyst-webhook"]["spec"]["issuerRef"]["name"] == "katalyst-webhook-ca"
+    for hook in (o for o in objects if o["kind"].endswith("WebhookConfiguration")):
+        annotations = hook["metadata"]["annotations"]
+        assert (
+            annotations["cert-manager.io/inject-ca-from"] == "katalyst-system/katalyst-webhook-ca"
+        )
+        excluded = hook["webhooks"][0]["namespaceSelector"]["matchExpressions"][0]["values"]
+        assert "cert-manager" in excluded
+
+
+@pytest.mark.parametrize(
+    ("values", "where"),
+    [
+        ({"webhook": {"certMode": "certmanager"}}, "/webhook/certMode"),
+        ({"webhook": {"certmode": "controller"}}, "certmode"),
+        ({"agent": {"mode": "kubelet"}}, "/agent/mode"),
+        ({"extender": {"replicas": 0}}, "/extender/replicas"),
+        ({"webhook": {"failurePolicy": "fail"}}, "/webhook/failurePolicy"),
+    ],
+)
+def test_bad_values_are_refused_by_the_chart_schema(values: dict[str, Any], where: str) -> None:
+    with pytest.raises(helm_python.HelmError, match=re.escape(where)):
+        render(values)
 
 
 def test_the_controller_and_extender_are_highly_available_and_unprivileged() -> None:
@@ -207,6 +250,12 @@ def test_the_controller_and_extender_are_highly_available_and_unprivileged() -> 
         assert security["capabilities"] == {"drop": ["ALL"]}
         assert not security["allowPrivilegeEscalation"]
         assert container["livenessProbe"] and container["readinessProbe"]
+        assert container["lifecycle"]["preStop"]  # drained before it stops serving
+        assert pdb["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+    extender = objects[("Service", "katalyst-system", "katalyst-scheduler-extender")]
+    assert "selector" not in extender["spec"]  # the leader's EndpointSlice routes
+    metrics = objects[("Service", "katalyst-system", "katalyst-scheduler-extender-metrics")]
+    assert metrics["spec"]["selector"]["app.kubernetes.io/component"] == "scheduler-extender"
 
 
 def test_the_agent_daemonset_runs_everywhere_with_the_host_mounts() -> None:
@@ -218,7 +267,12 @@ def test_the_agent_daemonset_runs_everywhere_with_the_host_mounts() -> None:
     (container,) = pod["containers"]
     assert container["securityContext"]["privileged"]
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
-    assert {"/sys/fs/cgroup", "/var/lib/kubelet/plugins_registry", "/var/lib/katalyst"} <= mounts
+    assert {
+        "/sys/fs/cgroup",
+        "/var/lib/kubelet/plugins_registry",
+        "/var/lib/katalyst",
+        "/run/netns",
+    } <= mounts
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["resources"]["requests"]
 
@@ -402,3 +456,13 @@ def test_a_misspelt_field_fails_validation_on_every_kind() -> None:
         with pytest.raises(BaseException, match=r"replicaz|Additional properties"):
             _validate(broken)
     assert {"ServiceMonitor", "PrometheusRule", "Certificate", "Deployment"} <= checked
+
+
+def test_a_fixed_cluster_ip_is_what_kube_scheduler_calls() -> None:
+    """kube-scheduler on the host network cannot resolve cluster DNS names."""
+    objects = {_key(o): o for o in render({"extender": {"clusterIP": "10.96.0.88"}})}
+    service = objects[("Service", "katalyst-system", "katalyst-scheduler-extender")]
+    assert service["spec"]["clusterIP"] == "10.96.0.88"
+    config = objects[("ConfigMap", "katalyst-system", "katalyst-scheduler-config")]
+    scheduler = yaml.safe_load(config["data"]["scheduler-config.yaml"])
+    assert scheduler["extenders"][0]["urlPrefix"] == "http://10.96.0.88:8888"

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import dataclasses
 import datetime
 import json
 import logging
@@ -21,6 +23,9 @@ from typing import Any
 import aiohttp
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 from prometheus_client import CollectorRegistry
 
 from controllers.apiserver import ApiWebhookClient, Kube, Obj, connect
@@ -28,6 +33,7 @@ from controllers.app import run
 from controllers.config import ControllerConfig
 from controllers.webhook.admission import AdmissionConfig
 from controllers.webhook.certs import CertBundle, generate
+from controllers.webhook.configurations import ConfigurationKeeper
 from controllers.webhook.secret import SecretCertSource, bundle_from_secret
 from controllers.webhook.server import CertCollector, WebhookMetrics, build_webhook_app, start_https
 from controllers.webhook.tls import CertDirSource, ServingCert
@@ -39,6 +45,7 @@ from tests.support.apiserver import (
     VALIDATING_WEBHOOK_CONFIGURATIONS,
     FakeApiServer,
 )
+from tests.support.apiserver import ApiError as FakeApiError
 from tests.support.wait import eventually
 
 SVC, NS = "katalyst-webhook", "katalyst-system"
@@ -458,7 +465,9 @@ def webhook_configuration(kind: str) -> Obj:
                 ],
                 "sideEffects": "None",
                 "admissionReviewVersions": ["v1"],
-                "failurePolicy": "Fail",
+                # As the chart installs it: Ignore until the leader sees the caBundle
+                # verify the certificate served.
+                "failurePolicy": "Ignore",
                 "timeoutSeconds": 5,
             }
         ],
@@ -497,6 +506,7 @@ class RacingClient(ApiWebhookClient):
 class Replica:
     source: SecretCertSource
     serving: ServingCert
+    keeper: ConfigurationKeeper
 
 
 @pytest.fixture
@@ -513,15 +523,14 @@ async def replicas(
             kube = await connect(kubeconfig, user_agent=f"katalyst-controller/test ({name})")
             kubes.append(kube)
             serving = ServingCert()
-            source = SecretCertSource(
-                RacingClient(kube, barrier),
-                serving,
-                secret=SECRET,
-                service=SVC,
-                configurations=CONFIGS,
-                clock=clock,
+            client = RacingClient(kube, barrier)
+            keeper = ConfigurationKeeper(
+                client, serving, name=CONFIGS, failure_policy="Fail", clock=clock
             )
-            made.append(Replica(source, serving))
+            source = SecretCertSource(
+                client, serving, keeper=keeper, secret=SECRET, service=SVC, clock=clock
+            )
+            made.append(Replica(source, serving, keeper))
         yield made[0], made[1], clock
     finally:
         for replica in made:
@@ -536,6 +545,15 @@ def ca_bundles(api: FakeApiServer) -> list[str | None]:
         obj = api.get_object(rtype, CONFIGS)
         assert obj is not None
         found.extend(hook["clientConfig"].get("caBundle") for hook in obj["webhooks"])
+    return found
+
+
+def failure_policies(api: FakeApiServer) -> list[str | None]:
+    found: list[str | None] = []
+    for rtype in (MUTATING_WEBHOOK_CONFIGURATIONS, VALIDATING_WEBHOOK_CONFIGURATIONS):
+        obj = api.get_object(rtype, CONFIGS)
+        assert obj is not None
+        found.extend(hook.get("failurePolicy") for hook in obj["webhooks"])
     return found
 
 
@@ -582,13 +600,18 @@ async def test_only_the_leader_sets_the_ca_bundle(
     b.source.set_leading(True)
     await a.source.sync()
     assert config_writes(api) == 0
+    assert failure_policies(api) == ["Ignore", "Ignore"]
     await b.source.sync()
     ca = base64.b64encode(stored_bundle(api).ca_crt).decode()
     assert ca_bundles(api) == [ca, ca]
+    # The caBundle and the failurePolicy it now allows: one write per configuration.
+    assert failure_policies(api) == ["Fail", "Fail"]
     assert config_writes(api) == 2
-    # Already so: nothing written again.
-    await b.source.sync()
+    assert b.keeper.ca_bundle_writes == 2 and b.keeper.failure_policy_writes == 2
+    # Already so: nothing written again, by either.
+    await asyncio.gather(a.source.sync(), b.source.sync())
     assert config_writes(api) == 2
+    assert a.keeper.ca_bundle_writes == a.keeper.failure_policy_writes == 0
     # A configuration that does not exist is logged, not fatal.
     api.delete_object(VALIDATING_WEBHOOK_CONFIGURATIONS, CONFIGS)
     api.update_object(
@@ -693,6 +716,7 @@ async def test_the_controller_serves_the_webhook_from_its_secret(
         await eventually(lambda: None not in ca_bundles(api), "the caBundle set by the leader")
         bundle = stored_bundle(api)
         assert ca_bundles(api) == [base64.b64encode(bundle.ca_crt).decode()] * 2
+        assert failure_policies(api) == ["Fail", "Fail"]  # in the same write
         body = admission_review(pod(RECLAIMED, {"requests": {"cpu": "1"}}), uid="e2e")
         status, answer = await post_to(f"{url}/mutate", body, ca=bundle.ca_crt)
         assert status == 200 and answer["response"]["patchType"] == "JSONPatch"
@@ -704,3 +728,482 @@ async def test_the_controller_serves_the_webhook_from_its_secret(
         if not task.done():
             task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+# --- failurePolicy switched by the leader once the caBundle verifies ----------------------
+
+
+def retarget(api: FakeApiServer, rtype: Any, service: str) -> None:
+    """Point the configuration's webhook at another Service (as an operator might)."""
+    api.update_object(
+        rtype,
+        CONFIGS,
+        lambda obj: obj["webhooks"][0]["clientConfig"]["service"].update(name=service),
+    )
+
+
+def inject_ca(api: FakeApiServer, ca_pem: bytes) -> None:
+    """What cert-manager's CA injector does in cert-dir mode."""
+    for rtype in (MUTATING_WEBHOOK_CONFIGURATIONS, VALIDATING_WEBHOOK_CONFIGURATIONS):
+        api.update_object(
+            rtype,
+            CONFIGS,
+            lambda obj: obj["webhooks"][0]["clientConfig"].update(
+                caBundle=base64.b64encode(ca_pem).decode()
+            ),
+        )
+
+
+async def test_secret_mode_keeps_ignore_until_the_ca_bundle_verifies(
+    api: FakeApiServer,
+    replicas: tuple[Replica, Replica, FakeClock],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    a, b, _ = replicas
+    # The validating webhook points at a Service the issued certificate does not name:
+    # the API server could not verify it, so it must stay on Ignore.
+    retarget(api, VALIDATING_WEBHOOK_CONFIGURATIONS, "elsewhere")
+    b.source.set_leading(True)
+    await asyncio.gather(a.source.sync(), b.source.sync())
+    ca = base64.b64encode(stored_bundle(api).ca_crt).decode()
+    assert ca_bundles(api) == [ca, ca]
+    assert failure_policies(api) == ["Fail", "Ignore"]
+    assert config_writes(api) == 2
+    assert "failurePolicy left as it is" in caplog.text
+    assert "no matching subjectAltName" in caplog.text
+    await b.source.sync()
+    assert config_writes(api) == 2
+    # Pointed back at the webhook's Service: switched at the next pass, one write.
+    retarget(api, VALIDATING_WEBHOOK_CONFIGURATIONS, SVC)
+    await a.source.sync()
+    assert failure_policies(api) == ["Fail", "Ignore"]  # not the leader
+    await b.source.sync()
+    assert failure_policies(api) == ["Fail", "Fail"]
+    writes = [
+        w
+        for rtype in (MUTATING_WEBHOOK_CONFIGURATIONS, VALIDATING_WEBHOOK_CONFIGURATIONS)
+        for w in api.writes_to(rtype, CONFIGS)
+    ]
+    assert [(w.method, w.code, w.changed) for w in writes] == [("PUT", 200, True)] * 3
+    assert a.keeper.failure_policy_writes == 0
+
+
+@dataclass
+class DirReplica:
+    keeper: ConfigurationKeeper
+    serving: ServingCert
+
+
+@pytest.fixture
+async def dir_replicas(
+    api: FakeApiServer, tmp_path: Path, bundle: CertBundle
+) -> AsyncIterator[tuple[DirReplica, DirReplica]]:
+    """Two replicas in cert-dir mode: they serve the mounted pair (``bundle``) and keep
+    only the failurePolicy; they run under the shipped RBAC (their User-Agent)."""
+    kubeconfig = api.kubeconfig(tmp_path / "kubeconfig")
+    clock = FakeClock(wall_offset=now().timestamp())
+    kubes: list[Kube] = []
+    made: list[DirReplica] = []
+    try:
+        for name in ("a", "b"):
+            kube = await connect(kubeconfig, user_agent=f"katalyst-controller/test ({name})")
+            kubes.append(kube)
+            serving = ServingCert()
+            serving.install(bundle.tls_crt, bundle.tls_key, what="mounted")
+            keeper = ConfigurationKeeper(
+                ApiWebhookClient(kube, namespace=NS),
+                serving,
+                name=CONFIGS,
+                failure_policy="Fail",
+                clock=clock,
+            )
+            made.append(DirReplica(keeper, serving))
+        yield made[0], made[1]
+    finally:
+        for replica in made:
+            replica.serving.close()
+        for kube in kubes:
+            await kube.close()
+
+
+async def test_cert_dir_mode_switches_once_the_injected_ca_bundle_verifies(
+    api: FakeApiServer, dir_replicas: tuple[DirReplica, DirReplica], bundle: CertBundle
+) -> None:
+    a, b = dir_replicas
+    b.keeper.set_leading(True)
+    await asyncio.gather(a.keeper.sync(), b.keeper.sync())
+    # No caBundle yet (cert-manager has not injected it): left on Ignore.
+    assert failure_policies(api) == ["Ignore", "Ignore"]
+    assert config_writes(api) == 0
+    # Another CA injected (a stale Certificate): still Ignore.
+    inject_ca(api, generate(service=SVC, namespace=NS, now=now()).ca_crt)
+    await b.keeper.sync()
+    assert config_writes(api) == 0
+    # The CA of the certificate served: switched, one write per configuration, and the
+    # injected caBundle untouched.
+    inject_ca(api, bundle.ca_crt)
+    await a.keeper.sync()
+    assert config_writes(api) == 0  # not the leader
+    await b.keeper.sync()
+    assert failure_policies(api) == ["Fail", "Fail"]
+    assert ca_bundles(api) == [base64.b64encode(bundle.ca_crt).decode()] * 2
+    assert config_writes(api) == 2
+    await asyncio.gather(a.keeper.sync(), b.keeper.sync())
+    assert config_writes(api) == 2
+    # Cert-dir mode reads and writes only the two configurations: never a Secret.
+    assert not [r for r in api.requests if "/secrets" in r.path]
+
+
+async def test_the_controller_in_cert_dir_mode_switches_the_failure_policy(
+    api: FakeApiServer, tmp_path: Path, bundle: CertBundle
+) -> None:
+    directory = tmp_path / "certs"
+    directory.mkdir()
+    write_secret_volume(directory, bundle, 1)
+    inject_ca(api, bundle.ca_crt)
+    config = ControllerConfig(
+        kubeconfig=api.kubeconfig(tmp_path / "kubeconfig"),
+        namespace=NS,
+        identity="ctl-dir",
+        metrics_addr="127.0.0.1:0",
+        lease_duration_s=1,
+        renew_deadline_s=0.6,
+        retry_period_s=0.2,
+        backoff_initial_s=0.05,
+        backoff_max_s=0.5,
+        webhook_addr="127.0.0.1:0",
+        webhook_cert_dir=directory,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(run(config, stop=stop, registry=CollectorRegistry()))
+    try:
+        await eventually(
+            lambda: task.done() or failure_policies(api) == ["Fail", "Fail"],
+            "the leader switching the failurePolicy",
+        )
+        if task.done():
+            task.result()
+        assert config_writes(api) == 2
+    finally:
+        stop.set()
+        await asyncio.wait({task}, timeout=10)
+        if not task.done():
+            task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+# --- the CA union -------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def serving_pair(pair: CertBundle) -> AsyncIterator[tuple[str, ServingCert]]:
+    """An HTTPS webhook serving ``pair``; its URL and certificate."""
+    serving = ServingCert()
+    serving.install(pair.tls_crt, pair.tls_key, what="test")
+    app = build_webhook_app(
+        config=AdmissionConfig(), metrics=WebhookMetrics(CollectorRegistry()), serving=serving
+    )
+    runner, bound = await start_https(app, "127.0.0.1:0", serving.context)
+    try:
+        yield f"https://{bound}", serving
+    finally:
+        await runner.cleanup()
+        serving.close()
+
+
+async def test_a_ca_change_publishes_the_old_and_the_new_ca(
+    api: FakeApiServer, replicas: tuple[Replica, Replica, FakeClock]
+) -> None:
+    a, b, _ = replicas
+    b.source.set_leading(True)
+    await asyncio.gather(a.source.sync(), b.source.sync())
+    old = stored_bundle(api)
+    # The Secret is lost (deleted by hand): the next pass issues a new CA, and replica
+    # a serves a certificate of the new CA while b still serves the old CA's.
+    api.delete_object(SECRETS, SECRET, namespace=NS)
+    await a.source.sync()
+    new = stored_bundle(api)
+    assert new.ca_crt != old.ca_crt
+    await b.source.sync()
+    published = {base64.b64decode(value or "") for value in ca_bundles(api)}
+    assert len(published) == 1
+    (bundle_pem,) = published
+    # Newest first.
+    assert x509.load_pem_x509_certificates(bundle_pem) == [
+        x509.load_pem_x509_certificate(new.ca_crt),
+        x509.load_pem_x509_certificate(old.ca_crt),
+    ]
+    # A certificate of each CA verifies against it, as kube-apiserver's client does.
+    for pair in (old, new):
+        async with serving_pair(pair) as (url, _):
+            seen = await peer_certificate(url, bundle_pem)
+        assert seen == x509.load_pem_x509_certificate(pair.tls_crt)
+    assert failure_policies(api) == ["Fail", "Fail"]
+    # Another change: at most two, the oldest leaves.
+    api.delete_object(SECRETS, SECRET, namespace=NS)
+    await b.source.sync()
+    third = stored_bundle(api)
+    (value, *_) = ca_bundles(api)
+    assert x509.load_pem_x509_certificates(base64.b64decode(value or "")) == [
+        x509.load_pem_x509_certificate(third.ca_crt),
+        x509.load_pem_x509_certificate(new.ca_crt),
+    ]
+
+
+# --- a renewal that cannot be written ------------------------------------------------------
+
+
+async def test_a_renewal_that_cannot_be_written_is_counted_and_logged_each_pass(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    frozen: dict[str, Any] = {}
+
+    def immutable(secret: Obj) -> None:
+        # kube-apiserver's ValidateSecretUpdate: an immutable Secret's data cannot change.
+        if not secret.get("immutable"):
+            return
+        if "data" not in frozen:
+            frozen["data"] = secret.get("data")
+        elif secret.get("data") != frozen["data"]:
+            name = secret["metadata"]["name"]
+            raise FakeApiError(
+                422,
+                f'Secret "{name}" is invalid: data: Forbidden: field is immutable when '
+                "`immutable` is set",
+            )
+
+    expiring = generate(service=SVC, namespace=NS, now=now() - datetime.timedelta(days=340))
+    async with FakeApiServer() as server:
+        server.register(dataclasses.replace(SECRETS, validate=immutable))
+        server.register(MUTATING_WEBHOOK_CONFIGURATIONS)
+        server.register(VALIDATING_WEBHOOK_CONFIGURATIONS)
+        server.create_object(MUTATING_WEBHOOK_CONFIGURATIONS, webhook_configuration("mutating"))
+        server.create_object(VALIDATING_WEBHOOK_CONFIGURATIONS, webhook_configuration("validating"))
+        server.create_object(
+            SECRETS,
+            {
+                "metadata": {"name": SECRET, "namespace": NS},
+                "type": "kubernetes.io/tls",
+                "immutable": True,
+                "data": {
+                    "ca.crt": base64.b64encode(expiring.ca_crt).decode(),
+                    "tls.crt": base64.b64encode(expiring.tls_crt).decode(),
+                    "tls.key": base64.b64encode(expiring.tls_key).decode(),
+                    "ca.key": base64.b64encode(expiring.ca_key).decode(),
+                },
+            },
+        )
+        kube = await connect(
+            server.kubeconfig(tmp_path / "kubeconfig"), user_agent="katalyst-controller/test"
+        )
+        serving = ServingCert()
+        try:
+            registry = CollectorRegistry()
+            registry.register(CertCollector(serving))
+            clock = FakeClock(wall_offset=now().timestamp())
+            client = ApiWebhookClient(kube, namespace=NS)
+            keeper = ConfigurationKeeper(
+                client, serving, name=CONFIGS, failure_policy="Fail", clock=clock
+            )
+            source = SecretCertSource(
+                client, serving, keeper=keeper, secret=SECRET, service=SVC, clock=clock
+            )
+            source.set_leading(True)
+            for passes in (1, 2):
+                await source.sync()
+                errors = registry.get_sample_value("katalyst_webhook_certificate_errors_total")
+                assert errors == passes
+                warnings = [
+                    r
+                    for r in caplog.records
+                    if r.levelno == logging.WARNING
+                    and "cannot write the new certificate" in r.getMessage()
+                ]
+                assert len(warnings) == passes
+                assert "field is immutable" in warnings[-1].getMessage()
+            # The Secret's certificate is served meanwhile, and the leader's pass ran.
+            assert serving.current is not None
+            assert serving.current.chain_pem == expiring.tls_crt
+            assert source.issued == 0
+            puts = [w.code for w in server.writes_to(SECRETS, SECRET, namespace=NS)]
+            assert puts == [422, 422]
+            assert failure_policies(server) == ["Fail", "Fail"]
+        finally:
+            serving.close()
+            await kube.close()
+
+
+# --- load: the concurrency limit and the body timeout --------------------------------------
+
+
+@dataclass
+class Limited:
+    url: str
+    clock: FakeClock
+    registry: CollectorRegistry
+    release: asyncio.Event
+    inside: list[int]
+
+
+@pytest.fixture
+async def limited(bundle: CertBundle) -> AsyncIterator[Limited]:
+    """A webhook with two slots whose reviews wait for ``release`` while they hold one."""
+    serving = ServingCert()
+    serving.install(bundle.tls_crt, bundle.tls_key, what="test")
+    registry = CollectorRegistry()
+    clock = FakeClock()
+    release = asyncio.Event()
+    inside = [0]
+
+    async def holding() -> None:
+        inside[0] += 1
+        await release.wait()
+
+    app = build_webhook_app(
+        config=AdmissionConfig(),
+        metrics=WebhookMetrics(registry),
+        serving=serving,
+        max_concurrency=2,
+        queue_wait_s=2.0,
+        body_timeout_s=10.0,
+        clock=clock,
+        holding=holding,
+    )
+    runner, bound = await start_https(app, "127.0.0.1:0", serving.context)
+    try:
+        yield Limited(f"https://{bound}", clock, registry, release, inside)
+    finally:
+        release.set()
+        await runner.cleanup()
+        serving.close()
+
+
+async def post_with_headers(url: str, body: Obj, *, ca: bytes) -> tuple[int, Obj, Any]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url, json=body, ssl=client_context(ca), server_hostname=HOST) as resp,
+    ):
+        return resp.status, await resp.json(), resp.headers
+
+
+async def test_a_review_that_finds_no_free_slot_is_answered_429(
+    limited: Limited, bundle: CertBundle
+) -> None:
+    url = limited.url + "/validate"
+    body = admission_review(pod({}, {}), uid="uid-load")
+    held = [asyncio.create_task(post_to(url, body, ca=bundle.ca_crt)) for _ in range(2)]
+    await eventually(lambda: limited.inside[0] == 2, "two reviews holding both slots")
+    third = asyncio.create_task(post_with_headers(url, body, ca=bundle.ca_crt))
+    await eventually(lambda: limited.clock.sleepers == 1, "a third review waiting for a slot")
+    await limited.clock.advance(2.0)
+    status, answer, headers = await third
+    assert status == 429 and headers["Retry-After"] == "1"
+    assert answer["kind"] == "AdmissionReview"
+    assert answer["response"]["allowed"] is False
+    assert answer["response"]["status"]["code"] == 429
+    overloaded = {"path": "/validate", "outcome": "overloaded"}
+    assert limited.registry.get_sample_value("katalyst_webhook_requests_total", overloaded) == 1
+    # One that waits less than that gets the slot a finished review frees.
+    fourth = asyncio.create_task(post_to(url, body, ca=bundle.ca_crt))
+    await eventually(lambda: limited.clock.sleepers == 1, "a fourth review waiting for a slot")
+    limited.release.set()
+    for status, answer in await asyncio.gather(*held, fourth):
+        assert (status, answer["response"]["allowed"]) == (200, True)
+    assert limited.inside[0] == 3
+    assert limited.registry.get_sample_value("katalyst_webhook_requests_total", overloaded) == 1
+
+
+async def test_a_body_that_does_not_arrive_is_answered_408(
+    limited: Limited, bundle: CertBundle
+) -> None:
+    limited.release.set()
+    host, port = limited.url.removeprefix("https://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(
+        host, int(port), ssl=client_context(bundle.ca_crt), server_hostname=HOST
+    )
+    try:
+        writer.write(
+            b"POST /mutate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 100\r\n\r\n{"kind":'
+        )
+        await writer.drain()
+        await eventually(lambda: limited.clock.sleepers == 1, "the body timer")
+        await limited.clock.advance(10.0)
+        status_line = await reader.readline()
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError, ssl.SSLError):
+            await writer.wait_closed()
+    assert status_line.startswith(b"HTTP/1.1 408")
+    timeout = {"path": "/mutate", "outcome": "timeout"}
+    assert limited.registry.get_sample_value("katalyst_webhook_requests_total", timeout) == 1
+
+
+# --- a key type change: a fresh context per pair --------------------------------------------
+
+
+def rsa_bundle() -> CertBundle:
+    """A CA and a serving certificate for HOST with RSA keys (a pair an operator might
+    mount before switching to cert-manager's ECDSA default)."""
+    ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    start = now() - datetime.timedelta(hours=1)
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "rsa test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + datetime.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOST)]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + datetime.timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(HOST)]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    return CertBundle(
+        ca_crt=ca.public_bytes(pem),
+        tls_crt=leaf.public_bytes(pem),
+        tls_key=key.private_bytes(
+            pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ),
+    )
+
+
+async def test_an_ecdsa_pair_replaces_an_rsa_pair_entirely(bundle: CertBundle) -> None:
+    old = rsa_bundle()
+    both = old.ca_crt + bundle.ca_crt
+    async with serving_pair(old) as (url, serving):
+        assert await peer_certificate(url, both) == x509.load_pem_x509_certificate(old.tls_crt)
+        # A client that only takes RSA key exchange: served while the RSA pair is.
+        rsa_only = client_context(both)
+        rsa_only.maximum_version = ssl.TLSVersion.TLSv1_2
+        rsa_only.set_ciphers("ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384")
+        host, port = url.removeprefix("https://").rsplit(":", 1)
+        _, writer = await asyncio.open_connection(
+            host, int(port), ssl=rsa_only, server_hostname=HOST
+        )
+        writer.close()
+        await writer.wait_closed()
+        # The ECDSA pair: a new handshake sees it, and only it.
+        assert serving.install(bundle.tls_crt, bundle.tls_key, what="ecdsa")
+        assert await peer_certificate(url, both) == x509.load_pem_x509_certificate(bundle.tls_crt)
+        # No RSA certificate left to serve it (OpenSSL aborts the handshake).
+        with pytest.raises((ssl.SSLError, ConnectionResetError)):
+            await asyncio.open_connection(host, int(port), ssl=rsa_only, server_hostname=HOST)
+        assert serving.pair_context is not None
+        assert serving.pair_context.minimum_version is ssl.TLSVersion.TLSv1_2

@@ -1394,6 +1394,17 @@ VALIDATING_WEBHOOK_CONFIGURATIONS: Final = ResourceType(
 )
 """admissionregistration.k8s.io/v1, cluster-scoped (registered by a test, as SECRETS)."""
 
+ENDPOINT_SLICES: Final = ResourceType(
+    group="discovery.k8s.io",
+    version="v1",
+    plural="endpointslices",
+    kind="EndpointSlice",
+    namespaced=True,
+    builtin=True,
+    verbs=frozenset({"get", "list", "watch", "create", "update", "delete"}),
+)
+"""discovery.k8s.io/v1 endpointslices, namespaced (registered by a test, as SECRETS)."""
+
 CUSTOM_NODE_RESOURCES: Final = custom_resource(
     CNR_GROUP, CNR_VERSION, CNR_PLURAL, CNR_KIND, namespaced=False, validate=_validate_cnr_status
 )

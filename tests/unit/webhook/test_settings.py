@@ -126,6 +126,13 @@ def test_the_webhook_is_off_by_default() -> None:
     assert load().webhook_addr == ""
 
 
+def test_failure_policy_and_concurrency_flags() -> None:
+    config = load()
+    assert (config.webhook_failure_policy, config.webhook_max_concurrency) == ("Fail", 32)
+    config = load("--webhook-failure-policy", "Ignore", "--webhook-max-concurrency", "4")
+    assert (config.webhook_failure_policy, config.webhook_max_concurrency) == ("Ignore", 4)
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -156,6 +163,10 @@ def test_the_webhook_is_off_by_default() -> None:
         (["--webhook-configurations", "A"], "--webhook-configurations: 'A' is not an object"),
         (["--webhook-max-body-bytes", "lots"], "--webhook-max-body-bytes: 'lots' is not"),
         (["--webhook-max-body-bytes", "100"], "--webhook-max-body-bytes: must be a whole number"),
+        (["--webhook-failure-policy", "fail"], "--webhook-failure-policy: must be Fail or Ignore"),
+        (["--webhook-failure-policy", ""], "--webhook-failure-policy: must be Fail or Ignore"),
+        (["--webhook-max-concurrency", "many"], "--webhook-max-concurrency: 'many' is not"),
+        (["--webhook-max-concurrency", "0"], "--webhook-max-concurrency: must be a whole number"),
     ],
 )
 def test_a_bad_webhook_flag_is_refused_naming_it(argv: list[str], message: str) -> None:

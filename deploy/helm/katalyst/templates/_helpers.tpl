@@ -58,15 +58,28 @@ system namespaces (an outage of the webhook cannot block them). */}}
 {{- define "katalyst.webhookCommon" -}}
 admissionReviewVersions: [v1]
 sideEffects: None
-failurePolicy: {{ .w.failurePolicy }}
+# Ignore until the controller's leader has seen the API server able to verify the
+# webhook's certificate; it then sets webhook.failurePolicy (--webhook-failure-policy).
+failurePolicy: Ignore
 timeoutSeconds: {{ int64 .w.timeoutSeconds }}
 matchPolicy: Equivalent
 namespaceSelector:
   matchExpressions:
     - key: kubernetes.io/metadata.name
       operator: NotIn
-      values: {{- toYaml (uniq (append .w.excludedNamespaces .ns)) | nindent 8 }}
+      values: {{- include "katalyst.webhookExcluded" (merge (dict "ns" .ns) .w) | nindent 8 }}
     - key: {{ .w.optOutLabel.key }}
       operator: NotIn
       values: [{{ .w.optOutLabel.value | quote }}]
 {{- end }}
+
+{{/* The namespaces never sent to the webhook: the values', the release's, and
+cert-manager's when it issues the webhook's certificate. Call with .Values.webhook
+plus "ns" (the release namespace). */}}
+{{- define "katalyst.webhookExcluded" -}}
+{{- $list := append .excludedNamespaces .ns -}}
+{{- if eq .certMode "certManager" -}}
+{{- $list = append $list .certManager.namespace -}}
+{{- end -}}
+{{- toYaml (uniq $list) -}}
+{{- end -}}
