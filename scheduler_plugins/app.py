@@ -384,6 +384,9 @@ async def run(
             nodes=lambda: state.counts()[0],
             pods=lambda: state.counts()[1],
             assumed=lambda: state.counts()[2],
+            endpoint=lambda: (
+                (0, 0) if publisher is None else (publisher.writes, publisher.failures)
+            ),
         )
     )
     app = make_app(extender, max_body_bytes=args.max_body_bytes, gate=gate, registry=registry)

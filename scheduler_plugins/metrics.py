@@ -15,7 +15,10 @@ assume cache) come from :class:`ExtenderCollector`, read at scrape time.
   ``--leader-elect``); ``katalyst_extender_ready``: 1 while ``/readyz`` is 200;
 * ``katalyst_extender_nodes``, ``katalyst_extender_pods``,
   ``katalyst_extender_assumed_pods``: nodes with a CNR, pods the watch shows bound,
-  pods bound by this replica that the watch has not shown bound yet.
+  pods bound by this replica that the watch has not shown bound yet;
+* ``katalyst_extender_endpoint_writes_total``, ``katalyst_extender_endpoint_failures``:
+  writes of the leader's EndpointSlice, and its failed requests in a row (with
+  ``--leader-elect``; 0 otherwise).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 __all__ = ["ExtenderCollector", "ExtenderMetrics", "outcome_of"]
@@ -90,7 +93,10 @@ class ExtenderCollector(Collector):
         nodes: Callable[[], int],
         pods: Callable[[], int],
         assumed: Callable[[], int],
+        endpoint: Callable[[], tuple[int, int]] = lambda: (0, 0),
     ) -> None:
+        """``endpoint``: (writes, failures in a row) of the leader's EndpointSlice."""
+        self._endpoint = endpoint
         self._leading = leading
         self._ready = ready
         self._nodes = nodes
@@ -118,3 +124,14 @@ class ExtenderCollector(Collector):
             ),
         ):
             yield GaugeMetricFamily(name, text, value=float(read()))
+        writes, failures = self._endpoint()
+        yield CounterMetricFamily(
+            "katalyst_extender_endpoint_writes",
+            "Writes of the leader's EndpointSlice (creates and updates)",
+            value=float(writes),
+        )
+        yield GaugeMetricFamily(
+            "katalyst_extender_endpoint_failures",
+            "Failed requests in a row on the leader's EndpointSlice",
+            value=float(failures),
+        )

@@ -31,6 +31,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from katalyst.clock import FakeClock
 from katalyst.leader import (
@@ -547,6 +548,7 @@ async def test_a_refused_write_is_retried_and_the_leader_answers_meanwhile(
     await until(a.ready, "ext-a to sync")
     assert (await a.call("filter", {"Pod": {}, "NodeNames": []}))[0] == 200
     assert cluster.slice() is None
+    assert await endpoint_series(a) == (0.0, 1.0)  # /metrics: no write, one failure
 
     # Granted, the create goes through at the next retry (backoff from 0.5 s, jittered).
     api.rbac = True
@@ -557,6 +559,22 @@ async def test_a_refused_write_is_retried_and_the_leader_answers_meanwhile(
 
     await until(published, "ext-a to publish its address")
     assert cluster.slice_writes() == [("POST", 403), ("POST", 201)]
+    assert await endpoint_series(a) == (1.0, 0.0)
+
+
+async def endpoint_series(extender: Any) -> tuple[float, float]:
+    """(writes, failures in a row) of the leader's EndpointSlice, from its /metrics."""
+    async with extender.session.get(f"{extender.url}/metrics") as resp:
+        text = await resp.text()
+    values = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    return (
+        values["katalyst_extender_endpoint_writes_total"],
+        values["katalyst_extender_endpoint_failures"],
+    )
 
 
 async def test_a_leader_that_has_not_synced_is_not_ready(tmp_path: Path) -> None:

@@ -112,3 +112,6 @@ async def test_calls_and_state_are_counted() -> None:
     assert found[("katalyst_extender_pods", ())] == 1
     # The failed bind assumed nothing.
     assert found[("katalyst_extender_assumed_pods", ())] == 0
+    # No leader election here: no EndpointSlice writes.
+    assert found[("katalyst_extender_endpoint_writes_total", ())] == 0
+    assert found[("katalyst_extender_endpoint_failures", ())] == 0
