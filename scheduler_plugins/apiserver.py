@@ -41,68 +41,56 @@ extender apart by it.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 import random
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-import aiohttp
 import yaml
 from kubernetes.aio import client as k8s_client
 from kubernetes.aio import config as k8s_config
 
-from katalyst import __version__
-from katalyst.clock import Clock, first_of
+from katalyst import __version__, kubewatch
+from katalyst.clock import Clock
 from katalyst.kuberaw import raw_call
+from katalyst.kubewatch import (
+    ApiServerError,
+    ApiServerStatus,
+    RawObject,
+    WatchSettings,
+    json_answer,
+)
 from katalyst.leader import LeaseConflict, LeaseError, LeaseRecord, lease_object, record_from_lease
 from scheduler_plugins.replica import SliceConflict, SliceError
 
 log = logging.getLogger(__name__)
 
+__all__ = [
+    "USER_AGENT",
+    "ApiClient",
+    "ApiServerBinder",
+    "ApiServerEndpointSlice",
+    "ApiServerError",
+    "ApiServerLeaseClient",
+    "ApiServerStatus",
+    "ListWatch",
+    "RawObject",
+    "WatchSettings",
+    "cnr_request",
+    "connect",
+    "pod_request",
+]
+
 CNR_GROUP: Final = "node.katalyst.kubewharf.io"
 CNR_VERSION: Final = "v1alpha1"
 CNR_PLURAL: Final = "customnoderesources"
-HTTP_GONE: Final = 410
 HTTP_NOT_FOUND: Final = 404
 HTTP_CONFLICT: Final = 409
-MAX_EVENT_BYTES: Final = 16 * 1024 * 1024
 USER_AGENT: Final = f"katalyst-scheduler-extender/{__version__}"
 JSON: Final = "application/json"
 
 ApiClient = k8s_client.ApiClient
-RawObject = Mapping[str, Any]
-
-
-class ApiServerError(Exception):
-    """The API server (or its configuration) failed us."""
-
-
-class ApiServerStatus(ApiServerError):
-    """The API server answered a request with an error ``status``."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"HTTP {status}: {message}")
-        self.status = status
-
-
-class _Expired(Exception):
-    """410 Gone: list again."""
-
-
-@dataclass(frozen=True)
-class WatchSettings:
-    watch_timeout_s: int = 300
-    """Server-side timeout of one watch request, seconds."""
-    backoff_initial_s: float = 0.5
-    """First retry delay after a failure, seconds; doubled per failure in a row."""
-    backoff_max_s: float = 30.0
-    """Cap of the retry delay, seconds."""
-    request_timeout_s: float = 30.0
-    """Timeout of a list or a bind, seconds."""
 
 
 async def connect(kubeconfig: Path | None, *, replica: str = "") -> k8s_client.ApiClient:
@@ -134,30 +122,12 @@ async def connect(kubeconfig: Path | None, *, replica: str = "") -> k8s_client.A
     return api
 
 
-async def _json_body(resp: aiohttp.ClientResponse) -> Mapping[str, Any]:
-    return _json_answer(resp.status, await resp.text())
-
-
-def _json_answer(status: int, text: str) -> Mapping[str, Any]:
-    """The JSON object of a 2xx answer; :class:`ApiServerStatus` for any other status."""
-    try:
-        body = json.loads(text)
-    except ValueError:
-        body = None
-    if not 200 <= status < 300:
-        message = body.get("message") if isinstance(body, Mapping) else text[:200]
-        raise ApiServerStatus(status, str(message))
-    if not isinstance(body, Mapping):
-        raise ApiServerError(f"expected a JSON object, got {text[:80]!r}")
-    return body
-
-
 Request = Callable[..., Any]
 
 
-class ListWatch:
-    """One collection kept in step: ``on_list(items)`` replaces the view,
-    ``on_event(type, obj)`` applies one change."""
+class ListWatch(kubewatch.ListWatch):
+    """:class:`katalyst.kubewatch.ListWatch` with callbacks: ``on_list(items)``
+    replaces the view, ``on_event(type, obj)`` applies one change."""
 
     def __init__(
         self,
@@ -170,114 +140,17 @@ class ListWatch:
         settings: WatchSettings | None = None,
         rng: random.Random | None = None,
     ) -> None:
+        errors = (k8s_client.ApiException,)
+        super().__init__(request, clock=clock, settings=settings, rng=rng, errors=errors)
         self.what = what
-        self._request = request
         self._on_list = on_list
         self._on_event = on_event
-        self._clock = clock
-        self._settings = settings or WatchSettings()
-        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
-        self._version: str | None = None
-        self.synced = asyncio.Event()
-        self.failures = 0
-        self.lists = 0
 
-    async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                if self._version is None:
-                    await self._list()
-                await self._watch(stop)
-            except _Expired as exc:
-                log.info("%s watch expired (%s); listing again", self.what, exc)
-                self._version = None
-            except (
-                TimeoutError,
-                ValueError,
-                aiohttp.ClientError,
-                k8s_client.ApiException,
-                ApiServerError,
-                OSError,
-            ) as exc:
-                self.failures += 1
-                s = self._settings
-                cap = min(s.backoff_max_s, s.backoff_initial_s * 2.0 ** min(self.failures - 1, 30))
-                delay = cap / 2 + self._rng.uniform(0, cap / 2)
-                log.warning("%s list-watch failed (%s); retrying in %.1f s", self.what, exc, delay)
-                await first_of(self._clock.sleep(delay), stop)
+    def _listed(self, items: list[RawObject]) -> None:
+        self._on_list(items)
 
-    async def _list(self) -> None:
-        resp = await self._request(_request_timeout=self._settings.request_timeout_s)
-        try:
-            body = await _json_body(resp)
-        finally:
-            resp.release()
-        items = body.get("items")
-        meta = body.get("metadata")
-        version = meta.get("resourceVersion") if isinstance(meta, Mapping) else None
-        if not isinstance(items, list) or not isinstance(version, str):
-            raise ApiServerError(f"{self.what} list without items or resourceVersion")
-        self._on_list([i for i in items if isinstance(i, Mapping)])
-        self._version = version
-        self.lists += 1
-        self.failures = 0
-        self.synced.set()
-
-    async def _watch(self, stop: asyncio.Event) -> None:
-        s = self._settings
-        resp = await self._request(
-            watch=True,
-            allow_watch_bookmarks=True,
-            resource_version=self._version,
-            timeout_seconds=s.watch_timeout_s,
-            _request_timeout=float(s.watch_timeout_s + 30),
-        )
-        stopper = asyncio.ensure_future(stop.wait())
-        try:
-            if resp.status == HTTP_GONE:
-                raise _Expired(f"HTTP {resp.status}")
-            if resp.status != 200:
-                await _json_body(resp)
-            self.failures = 0
-            buffer = b""
-            while True:
-                reader = asyncio.ensure_future(resp.content.readany())
-                await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                if not reader.done():
-                    reader.cancel()
-                    return
-                chunk = reader.result()
-                if not chunk:
-                    return
-                buffer += chunk
-                *lines, buffer = buffer.split(b"\n")
-                if len(buffer) > MAX_EVENT_BYTES:
-                    raise ApiServerError(f"watch event larger than {MAX_EVENT_BYTES} bytes")
-                for line in lines:
-                    if line.strip():
-                        self._event(line)
-        finally:
-            stopper.cancel()
-            resp.release()
-
-    def _event(self, line: bytes) -> None:
-        try:
-            event = json.loads(line)
-            kind, obj = event["type"], event["object"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ApiServerError(f"malformed watch event: {exc}") from exc
-        if not isinstance(obj, Mapping):
-            raise ApiServerError(f"watch event {kind!r} without an object")
-        if kind == "ERROR":
-            if obj.get("code") == HTTP_GONE:
-                raise _Expired(str(obj.get("message")))
-            raise ApiServerError(f"watch error {obj.get('code')} {obj.get('message')}")
-        meta = obj.get("metadata")
-        version = meta.get("resourceVersion") if isinstance(meta, Mapping) else None
-        if kind != "BOOKMARK":
-            self._on_event(str(kind), obj)
-        if isinstance(version, str):
-            self._version = version
+    def _observed(self, kind: str, obj: RawObject) -> None:
+        self._on_event(kind, obj)
 
 
 def cnr_request(api: k8s_client.ApiClient) -> Request:
@@ -321,7 +194,7 @@ async def _send(
         )
     except (ConnectionError, TimeoutError, OSError) as exc:
         raise ApiServerError(f"API server: {exc}") from exc
-    return _json_answer(status, raw.decode("utf-8", "replace"))
+    return json_answer(status, raw.decode("utf-8", "replace"))
 
 
 class ApiServerBinder:

@@ -5,23 +5,16 @@ import-linter contract keeps it that way, so that the agent's API-server traffic
 has one place to be read, rate-limited and tested.
 
 :class:`ListWatch` keeps a local view of one collection in step with the API
-server: one list, then a watch from the list's ``resourceVersion``; a watch that
-ends (server timeout, dropped connection) resumes from the last version seen, and
-one the server answers with 410 Gone (that version left its watch cache) lists
-again. Failures back off exponentially with jitter, capped, so that thousands of
-agents do not hammer a recovering API server in step. Two views are built on it:
+server (the list-watch loop is :class:`katalyst.kubewatch.ListWatch`, shared with
+the scheduler extender; this one sends its requests through the official client).
+Two views are built on it:
 
 * :class:`PodWatcher` (ORM mode's pod source): ``pods`` (UID -> the pod's wire
   JSON) for the pods bound to this node (field selector ``spec.nodeName=<node>``);
 * :class:`ObjectWatcher`: one cluster-scoped custom object by name (field selector
   ``metadata.name=<name>``), e.g. this node's ``CustomNodeConfig``.
 
-The loop is written here on the client's raw calls rather than with
-``kubernetes.aio.watch.Watch`` or ``kubernetes.informer.SharedInformer``: the
-former turns every event into a pydantic model we would throw away (the QoS
-model reads the wire JSON), and resumes once after a 410 and then raises; the
-latter runs in a thread, reconnects a failing watch without back-off and keeps
-models, not JSON. The client still does all HTTP, TLS and authentication.
+The client still does all HTTP, TLS and authentication.
 """
 
 from __future__ import annotations
@@ -31,7 +24,6 @@ import json
 import logging
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +32,27 @@ import yaml
 from kubernetes.aio import client as k8s_client
 from kubernetes.aio import config as k8s_config
 
-from katalyst import __version__
-from katalyst.clock import Clock, first_of
+from katalyst import __version__, kubewatch
+from katalyst.clock import Clock
 from katalyst.dynconfig import GroupVersionResource
 from katalyst.kuberaw import raw_call
+from katalyst.kubewatch import ApiServerError, RawObject, WatchSettings
+
+__all__ = [
+    "USER_AGENT",
+    "ApiClient",
+    "ApiServerConfigClient",
+    "ApiServerError",
+    "ApiServerEvictionClient",
+    "ApiServerReportClient",
+    "ListWatch",
+    "ObjectWatcher",
+    "PodWatcher",
+    "RawObject",
+    "RawPod",
+    "WatchSettings",
+    "connect",
+]
 
 log = logging.getLogger(__name__)
 
@@ -54,36 +63,8 @@ ApiClient = k8s_client.ApiClient
 """The official client's connection (``connect`` makes one); other modules name its
 type through this alias, so that only this module imports ``kubernetes``."""
 
-RawObject = Mapping[str, Any]
-"""An object as the API server sends it (decoded JSON, camelCase keys)."""
 RawPod = RawObject
 """A pod as the API server sends it."""
-
-#: A watch line longer than this is a broken stream, not an object (etcd's own limit is 1.5 MiB).
-MAX_EVENT_BYTES = 16 * 1024 * 1024
-HTTP_GONE = 410
-
-
-class ApiServerError(Exception):
-    """The API server cannot be reached or configured; the message says why."""
-
-
-class _Expired(Exception):
-    """The watch's resourceVersion left the server's watch cache (410 Gone): list again."""
-
-
-@dataclass(frozen=True, slots=True)
-class WatchSettings:
-    """How a list-watch behaves."""
-
-    watch_timeout_s: int = 300
-    """Server-side timeout of one watch request, seconds (the client-go default range)."""
-    backoff_initial_s: float = 0.5
-    """First retry delay after a failure, seconds; doubled on each failure in a row."""
-    backoff_max_s: float = 30.0
-    """Cap of the retry delay, seconds."""
-    request_timeout_s: float = 30.0
-    """Connect and read timeout of a list request, seconds."""
 
 
 async def connect(kubeconfig: Path | None, *, node_name: str = "") -> k8s_client.ApiClient:
@@ -137,16 +118,11 @@ def _node_of(pod: RawObject) -> str | None:
     return node if isinstance(node, str) else None
 
 
-class ListWatch:
-    """One collection kept in step with the API server; see the module docstring.
-
-    A subclass says what to request (:meth:`_request`, given the list or watch
-    parameters) and keeps what it hears: :meth:`_listed` gets a whole list,
-    :meth:`_observed` one ADDED, MODIFIED or DELETED object; both set
-    :attr:`changed` when the view changed. ``what`` names the collection in logs.
-    """
-
-    what = "object"
+class ListWatch(kubewatch.ListWatch):
+    """:class:`katalyst.kubewatch.ListWatch` on the official client: a subclass says
+    what to request (:meth:`_request`, given the list or watch parameters) and keeps
+    what it hears (:meth:`_listed`, :meth:`_observed`); both set :attr:`changed`
+    when the view changed."""
 
     def __init__(
         self,
@@ -156,159 +132,26 @@ class ListWatch:
         settings: WatchSettings | None = None,
         rng: random.Random | None = None,
     ) -> None:
+        super().__init__(
+            self._request,
+            clock=clock,
+            settings=settings,
+            rng=rng,
+            errors=(k8s_client.ApiException,),
+        )
         self._api = api
-        self._clock = clock
-        self._settings = settings or WatchSettings()
-        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
-        self._version: str | None = None
-        self.synced = asyncio.Event()
-        """Set once the first list has arrived; the view is meaningful from then on."""
         self.changed = asyncio.Event()
         """Set whenever the view changes; the consumer clears it before it reads."""
-        self.failures = 0
-        """Failed requests in a row (0 while the watch is healthy)."""
-        self.lists = 0
-        """Lists done so far (the first one, then one after every 410 Gone)."""
 
     @property
     def api(self) -> k8s_client.ApiClient:
         """The client this watch uses (other API-server calls of the agent share it)."""
         return self._api
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """List and watch until ``stop`` is set."""
-        while not stop.is_set():
-            try:
-                if self._version is None:
-                    await self._list()
-                await self._watch(stop)
-            except _Expired as exc:
-                log.info("%s watch expired (%s); listing again", self.what, exc)
-                self._version = None
-            except (
-                TimeoutError,
-                ValueError,
-                aiohttp.ClientError,
-                k8s_client.ApiException,
-                ApiServerError,
-                OSError,
-            ) as exc:
-                self.failures += 1
-                delay = self._backoff()
-                log.warning(
-                    "API server: %s %s failed (%s); retrying in %.1f s",
-                    self.what,
-                    "list" if self._version is None else "watch",
-                    _describe(exc),
-                    delay,
-                )
-                await first_of(self._clock.sleep(delay), stop)
-
-    def _backoff(self) -> float:
-        s = self._settings
-        cap = min(s.backoff_max_s, s.backoff_initial_s * 2.0 ** min(self.failures - 1, 30))
-        # "Full jitter" halves the expected delay but spreads a fleet's retries.
-        return cap / 2 + self._rng.uniform(0, cap / 2)
-
-    # ---- what a subclass says ------------------------------------------------------
-
     async def _request(self, **params: Any) -> aiohttp.ClientResponse:
         """The list (or, with ``watch=True``, watch) request of the collection, sent
         with ``params`` through a generated ``*_without_preload_content`` method."""
         raise NotImplementedError
-
-    def _listed(self, items: list[RawObject]) -> None:
-        """A whole list arrived: replace the view."""
-        raise NotImplementedError
-
-    def _observed(self, kind: str, obj: RawObject) -> None:
-        """One watch event (``ADDED``, ``MODIFIED``, ``DELETED``, or an unknown type)."""
-        raise NotImplementedError
-
-    # ---- the machinery -------------------------------------------------------------
-
-    async def _list(self) -> None:
-        resp = await self._request(_request_timeout=self._settings.request_timeout_s)
-        try:
-            body = await _json_body(resp)
-        finally:
-            resp.release()
-        items = body.get("items")
-        meta = body.get("metadata")
-        version = meta.get("resourceVersion") if isinstance(meta, Mapping) else None
-        if not isinstance(items, list) or not isinstance(version, str):
-            raise ApiServerError(f"{self.what} list without items or metadata.resourceVersion")
-        self._listed([item for item in items if isinstance(item, Mapping)])
-        self._version = version
-        self.lists += 1
-        self.failures = 0
-        self.synced.set()
-
-    async def _watch(self, stop: asyncio.Event) -> None:
-        s = self._settings
-        # The client takes one total timeout (aiohttp's ClientTimeout(total=...)):
-        # the server ends the watch after timeoutSeconds, so a watch still open well
-        # past it is a dead connection.
-        resp = await self._request(
-            watch=True,
-            allow_watch_bookmarks=True,
-            resource_version=self._version,
-            timeout_seconds=s.watch_timeout_s,
-            _request_timeout=float(s.watch_timeout_s + 30),
-        )
-        stopper = asyncio.ensure_future(stop.wait())
-        try:
-            if resp.status == HTTP_GONE:
-                raise _Expired(f"HTTP {resp.status}")
-            if resp.status != 200:
-                await _json_body(resp)  # raises with the server's Status message
-            self.failures = 0
-            buffer = b""
-            while True:
-                reader = asyncio.ensure_future(resp.content.readany())
-                await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                if not reader.done():
-                    reader.cancel()
-                    return
-                chunk = reader.result()
-                if not chunk:
-                    return  # the server ended the watch (timeoutSeconds): resume
-                buffer += chunk
-                # One event per line; a line is split across chunks at will.
-                *lines, buffer = buffer.split(b"\n")
-                if len(buffer) > MAX_EVENT_BYTES:
-                    raise ApiServerError(f"watch event larger than {MAX_EVENT_BYTES} bytes")
-                for line in lines:
-                    if line.strip():
-                        self._event(line)
-        finally:
-            stopper.cancel()
-            resp.release()
-
-    def _event(self, line: bytes) -> None:
-        try:
-            event = json.loads(line)
-            kind = event["type"]
-            obj = event["object"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ApiServerError(f"malformed watch event: {exc}") from exc
-        if not isinstance(obj, Mapping):
-            raise ApiServerError(f"watch event {kind!r} without an object")
-        if kind == "ERROR":
-            code = obj.get("code")
-            message = f"{obj.get('reason')}: {obj.get('message')}"
-            if code == HTTP_GONE:
-                raise _Expired(message)
-            raise ApiServerError(f"watch error {code} {message}")
-        meta = obj.get("metadata")
-        version = meta.get("resourceVersion") if isinstance(meta, Mapping) else None
-        if kind == "BOOKMARK":
-            if isinstance(version, str):
-                self._version = version
-            return
-        self._observed(str(kind), obj)
-        if isinstance(version, str):
-            self._version = version
 
 
 class PodWatcher(ListWatch):
@@ -423,27 +266,6 @@ class ObjectWatcher(ListWatch):
             self._set(obj)
         else:
             log.warning("watch event of unknown type %r, ignored", kind)
-
-
-async def _json_body(resp: aiohttp.ClientResponse) -> Mapping[str, Any]:
-    """The response's JSON object; ApiException with the server's message unless 2xx."""
-    text = await resp.text()
-    try:
-        body = json.loads(text)
-    except ValueError:
-        body = None
-    if not 200 <= resp.status < 300:
-        message = body.get("message") if isinstance(body, Mapping) else text[:200]
-        raise k8s_client.ApiException(status=resp.status, reason=f"{resp.reason}: {message}")
-    if not isinstance(body, Mapping):
-        raise ApiServerError(f"expected a JSON object from the API server, got {text[:80]!r}")
-    return body
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, k8s_client.ApiException):
-        return f"HTTP {exc.status} {exc.reason}"
-    return str(exc) or type(exc).__name__
 
 
 async def _raw_request(
