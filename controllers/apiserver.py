@@ -42,12 +42,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import yaml
 from kubernetes.aio import client as k8s_client
 from kubernetes.aio import config as k8s_config
 
 from controllers.resources import LEASES, Resource
 from katalyst.clock import Clock, first_of
+from katalyst.kuberaw import KubeconfigError, configure
 from katalyst.leader import LeaseConflict, LeaseError, LeaseRecord, lease_object, record_from_lease
 
 __all__ = [
@@ -131,32 +131,14 @@ class ConnectError(Exception):
 async def connect(
     kubeconfig: Path | None, *, user_agent: str, request_timeout_s: float = 30.0
 ) -> Kube:
-    """A client from ``kubeconfig``, or from the pod's service account when None.
-
-    A fresh ``Configuration`` is built, never the client's global default, so that
-    nothing else in the process is affected."""
-    configuration = k8s_client.Configuration()
+    """A client from ``kubeconfig``, or from the pod's service account when None
+    (:func:`katalyst.kuberaw.configure`)."""
     try:
-        if kubeconfig is not None:
-            await k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
-                config_file=str(kubeconfig), client_configuration=configuration
-            )
-        else:
-            k8s_config.load_incluster_config(  # type: ignore[no-untyped-call]
-                client_configuration=configuration
-            )
-    except (
-        k8s_config.ConfigException,
-        OSError,
-        ValueError,
-        TypeError,
-        KeyError,
-        yaml.YAMLError,
-    ) as exc:
-        where = f"kubeconfig {kubeconfig}" if kubeconfig else "in-cluster service account"
-        raise ConnectError(f"{where}: {exc}") from exc
-    api = k8s_client.ApiClient(configuration)
-    api.user_agent = user_agent
+        api = await configure(
+            kubeconfig, client=k8s_client, config=k8s_config, user_agent=user_agent
+        )
+    except KubeconfigError as exc:
+        raise ConnectError(str(exc)) from exc
     return Kube(api, request_timeout_s=request_timeout_s)
 
 

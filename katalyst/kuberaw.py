@@ -1,6 +1,6 @@
-"""One request through the official Kubernetes client's raw calls, for the processes'
-API-server modules (the only modules that import ``kubernetes``; this one takes the
-client as an argument and imports nothing of it).
+"""The official Kubernetes client, configured, and one request through its raw calls,
+for the processes' API-server modules (the only modules that import ``kubernetes``;
+this one is given the client's modules and objects and imports nothing of it).
 
 The generated ``*_without_preload_content`` methods do the same two steps,
 ``param_serialize`` then ``call_api``: the client's own authentication, TLS and
@@ -12,11 +12,49 @@ timestamps the API server then refuses).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Protocol
 
 import aiohttp
+import yaml
 
-__all__ = ["RawClient", "raw_call"]
+from katalyst.kubewatch import ApiServerError
+
+__all__ = ["KubeconfigError", "RawClient", "configure", "raw_call"]
+
+
+class KubeconfigError(ApiServerError):
+    """No usable kubeconfig or in-cluster service account; the message says which and
+    why."""
+
+
+async def configure(kubeconfig: Path | None, *, client: Any, config: Any, user_agent: str) -> Any:
+    """An ``ApiClient`` from ``kubeconfig``, or from the pod's service account when
+    None, whose requests carry ``user_agent``. ``client`` and ``config`` are the
+    modules ``kubernetes.aio.client`` and ``kubernetes.aio.config``. A fresh
+    ``Configuration`` is built, never the client's global default, so that nothing
+    else in the process is affected. :class:`KubeconfigError` when neither works."""
+    configuration = client.Configuration()
+    try:
+        if kubeconfig is not None:
+            await config.load_kube_config(
+                config_file=str(kubeconfig), client_configuration=configuration
+            )
+        else:
+            config.load_incluster_config(client_configuration=configuration)
+    except (
+        config.ConfigException,
+        OSError,
+        ValueError,
+        TypeError,
+        KeyError,
+        yaml.YAMLError,
+    ) as exc:
+        where = f"kubeconfig {kubeconfig}" if kubeconfig else "in-cluster service account"
+        raise KubeconfigError(f"{where}: {exc}") from exc
+    api = client.ApiClient(configuration)
+    api.user_agent = user_agent
+    return api
 
 
 class RawClient(Protocol):

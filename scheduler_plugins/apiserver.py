@@ -47,13 +47,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
-import yaml
 from kubernetes.aio import client as k8s_client
 from kubernetes.aio import config as k8s_config
 
 from katalyst import __version__, kubewatch
 from katalyst.clock import Clock
-from katalyst.kuberaw import raw_call
+from katalyst.kuberaw import configure, raw_call
 from katalyst.kubewatch import (
     ApiServerError,
     ApiServerStatus,
@@ -94,31 +93,13 @@ ApiClient = k8s_client.ApiClient
 
 
 async def connect(kubeconfig: Path | None, *, replica: str = "") -> k8s_client.ApiClient:
-    """A client from ``kubeconfig``, or the pod's service account when None (a fresh
-    ``Configuration``, never the client's global default). Its User-Agent is
-    :data:`USER_AGENT`, followed by `` (<replica>)`` when given."""
-    configuration = k8s_client.Configuration()
-    try:
-        if kubeconfig is not None:
-            await k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
-                config_file=str(kubeconfig), client_configuration=configuration
-            )
-        else:
-            k8s_config.load_incluster_config(  # type: ignore[no-untyped-call]
-                client_configuration=configuration
-            )
-    except (
-        k8s_config.ConfigException,
-        OSError,
-        ValueError,
-        TypeError,
-        KeyError,
-        yaml.YAMLError,
-    ) as exc:
-        where = f"kubeconfig {kubeconfig}" if kubeconfig else "in-cluster service account"
-        raise ApiServerError(f"{where}: {exc}") from exc
-    api = k8s_client.ApiClient(configuration)
-    api.user_agent = f"{USER_AGENT} ({replica})" if replica else USER_AGENT
+    """A client from ``kubeconfig``, or the pod's service account when None
+    (:func:`katalyst.kuberaw.configure`; :class:`ApiServerError` when neither works).
+    Its User-Agent is :data:`USER_AGENT`, followed by `` (<replica>)`` when given."""
+    agent = f"{USER_AGENT} ({replica})" if replica else USER_AGENT
+    api: k8s_client.ApiClient = await configure(
+        kubeconfig, client=k8s_client, config=k8s_config, user_agent=agent
+    )
     return api
 
 

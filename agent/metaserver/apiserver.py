@@ -28,14 +28,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import yaml
 from kubernetes.aio import client as k8s_client
 from kubernetes.aio import config as k8s_config
 
 from katalyst import __version__, kubewatch
 from katalyst.clock import Clock
 from katalyst.dynconfig import GroupVersionResource
-from katalyst.kuberaw import raw_call
+from katalyst.kuberaw import configure, raw_call
 from katalyst.kubewatch import ApiServerError, RawObject, WatchSettings
 
 __all__ = [
@@ -68,35 +67,14 @@ RawPod = RawObject
 
 
 async def connect(kubeconfig: Path | None, *, node_name: str = "") -> k8s_client.ApiClient:
-    """An API client from ``kubeconfig``, or from the pod's service account when None.
+    """An API client from ``kubeconfig``, or from the pod's service account when None
+    (:func:`katalyst.kuberaw.configure`; :class:`ApiServerError` when neither works).
     Its User-Agent names the agent and, when given, its node (the API server's audit
-    log and its per-client metrics tell the agents apart by it).
-
-    A fresh ``Configuration`` is built, never the client's global default, so that
-    nothing else in the process is affected.
-    """
-    configuration = k8s_client.Configuration()
-    try:
-        if kubeconfig is not None:
-            await k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
-                config_file=str(kubeconfig), client_configuration=configuration
-            )
-        else:
-            k8s_config.load_incluster_config(  # type: ignore[no-untyped-call]
-                client_configuration=configuration
-            )
-    except (
-        k8s_config.ConfigException,
-        OSError,
-        ValueError,
-        TypeError,
-        KeyError,
-        yaml.YAMLError,
-    ) as exc:
-        where = f"kubeconfig {kubeconfig}" if kubeconfig else "in-cluster service account"
-        raise ApiServerError(f"{where}: {exc}") from exc
-    api = k8s_client.ApiClient(configuration)
-    api.user_agent = f"{USER_AGENT} ({node_name})" if node_name else USER_AGENT
+    log and its per-client metrics tell the agents apart by it)."""
+    agent = f"{USER_AGENT} ({node_name})" if node_name else USER_AGENT
+    api: k8s_client.ApiClient = await configure(
+        kubeconfig, client=k8s_client, config=k8s_config, user_agent=agent
+    )
     return api
 
 
