@@ -209,10 +209,65 @@ class ApiServerBinder:
         )
 
 
+class _NamedObject:
+    """GET, POST and a conditional PUT of one namespaced object ``namespace/name`` at
+    ``path`` (the collection's), with every failure mapped to ``error`` and a lost race
+    (the statuses of ``lost``) to ``conflict``: the Lease and EndpointSlice clients."""
+
+    def __init__(
+        self,
+        api: k8s_client.ApiClient,
+        *,
+        path: str,
+        kind: str,
+        namespace: str,
+        name: str,
+        request_timeout_s: float,
+        error: type[Exception],
+        conflict: type[Exception],
+    ) -> None:
+        self._api = api
+        self._path = path
+        self._namespace = namespace
+        self._name = name
+        self._timeout = request_timeout_s
+        self._error = error
+        self._conflict = conflict
+        self.where = f"{kind} {namespace}/{name}"
+
+    async def _read(self) -> RawObject | None:
+        """The object; None when there is none (404)."""
+        try:
+            return await self._send("GET", self._path + "/{name}", None)
+        except ApiServerStatus as exc:
+            if exc.status == HTTP_NOT_FOUND:
+                return None
+            raise self._error(f"{self.where}: {exc}") from exc
+        except ApiServerError as exc:
+            raise self._error(f"{self.where}: {exc}") from exc
+
+    async def _write(self, method: str, body: RawObject, *, lost: tuple[int, ...]) -> RawObject:
+        """POST (a create) or PUT (a replace, conditional on the body's
+        ``resourceVersion``)."""
+        path = self._path if method == "POST" else self._path + "/{name}"
+        try:
+            return await self._send(method, path, body)
+        except ApiServerStatus as exc:
+            if exc.status in lost:
+                raise self._conflict(f"{self.where}: {exc}") from exc
+            raise self._error(f"{self.where}: {exc}") from exc
+        except ApiServerError as exc:
+            raise self._error(f"{self.where}: {exc}") from exc
+
+    async def _send(self, method: str, path: str, body: RawObject | None) -> RawObject:
+        params = {"namespace": self._namespace, "name": self._name}
+        return await _send(self._api, method, path, params, body=body, timeout_s=self._timeout)
+
+
 LEASES_PATH: Final = "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
 
 
-class ApiServerLeaseClient:
+class ApiServerLeaseClient(_NamedObject):
     """:class:`katalyst.leader.LeaseClient` on the Lease ``namespace/name``: get, create
     and a conditional replace. Every failure is a :class:`~katalyst.leader.LeaseError`
     (a 409 a :class:`~katalyst.leader.LeaseConflict`): the elector retries, and a
@@ -229,56 +284,34 @@ class ApiServerLeaseClient:
         name: str,
         request_timeout_s: float = 10.0,
     ) -> None:
-        self._api = api
-        self._namespace = namespace
-        self._name = name
-        self._timeout = request_timeout_s
-
-    @property
-    def where(self) -> str:
-        return f"lease {self._namespace}/{self._name}"
+        super().__init__(
+            api,
+            path=LEASES_PATH,
+            kind="lease",
+            namespace=namespace,
+            name=name,
+            request_timeout_s=request_timeout_s,
+            error=LeaseError,
+            conflict=LeaseConflict,
+        )
 
     async def get(self) -> LeaseRecord | None:
-        try:
-            obj = await self._send("GET", LEASES_PATH + "/{name}", None)
-        except ApiServerStatus as exc:
-            if exc.status == HTTP_NOT_FOUND:
-                return None
-            raise LeaseError(f"{self.where}: {exc}") from exc
-        except ApiServerError as exc:
-            raise LeaseError(f"{self.where}: {exc}") from exc
-        return record_from_lease(obj)
+        obj = await self._read()
+        return None if obj is None else record_from_lease(obj)
 
     async def create(self, record: LeaseRecord) -> LeaseRecord:
         body = lease_object(record, namespace=self._namespace, name=self._name)
-        return await self._write("POST", LEASES_PATH, body)
+        return record_from_lease(await self._write("POST", body, lost=(HTTP_CONFLICT,)))
 
     async def update(self, record: LeaseRecord) -> LeaseRecord:
         body = lease_object(record, namespace=self._namespace, name=self._name)
-        return await self._write("PUT", LEASES_PATH + "/{name}", body)
-
-    async def _write(self, method: str, path: str, body: Mapping[str, Any]) -> LeaseRecord:
-        try:
-            stored = await self._send(method, path, body)
-        except ApiServerStatus as exc:
-            if exc.status == HTTP_CONFLICT:
-                raise LeaseConflict(f"{self.where}: {exc}") from exc
-            raise LeaseError(f"{self.where}: {exc}") from exc
-        except ApiServerError as exc:
-            raise LeaseError(f"{self.where}: {exc}") from exc
-        return record_from_lease(stored)
-
-    async def _send(
-        self, method: str, path: str, body: Mapping[str, Any] | None
-    ) -> Mapping[str, Any]:
-        params = {"namespace": self._namespace, "name": self._name}
-        return await _send(self._api, method, path, params, body=body, timeout_s=self._timeout)
+        return record_from_lease(await self._write("PUT", body, lost=(HTTP_CONFLICT,)))
 
 
 SLICES_PATH: Final = "/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices"
 
 
-class ApiServerEndpointSlice:
+class ApiServerEndpointSlice(_NamedObject):
     """:class:`scheduler_plugins.replica.SliceStore` on the EndpointSlice
     ``namespace/name``: ``GET``, ``POST`` and a conditional ``PUT`` of
     ``discovery.k8s.io/v1`` ``endpointslices`` (what the extender's Role grants in its
@@ -295,46 +328,23 @@ class ApiServerEndpointSlice:
         name: str,
         request_timeout_s: float = 10.0,
     ) -> None:
-        self._api = api
-        self._namespace = namespace
-        self._name = name
-        self._timeout = request_timeout_s
-
-    @property
-    def where(self) -> str:
-        return f"endpointslice {self._namespace}/{self._name}"
+        super().__init__(
+            api,
+            path=SLICES_PATH,
+            kind="endpointslice",
+            namespace=namespace,
+            name=name,
+            request_timeout_s=request_timeout_s,
+            error=SliceError,
+            conflict=SliceConflict,
+        )
 
     async def get(self) -> RawObject | None:
-        try:
-            return await self._send("GET", SLICES_PATH + "/{name}", None)
-        except ApiServerStatus as exc:
-            if exc.status == HTTP_NOT_FOUND:
-                return None
-            raise SliceError(f"{self.where}: {exc}") from exc
-        except ApiServerError as exc:
-            raise SliceError(f"{self.where}: {exc}") from exc
+        return await self._read()
 
     async def create(self, obj: RawObject) -> RawObject:
-        return await self._write("POST", SLICES_PATH, obj, lost=(HTTP_CONFLICT,))
+        return await self._write("POST", obj, lost=(HTTP_CONFLICT,))
 
     async def update(self, obj: RawObject) -> RawObject:
         # A 404: deleted since it was read, a race like a 409 (the next read sees it).
-        return await self._write(
-            "PUT", SLICES_PATH + "/{name}", obj, lost=(HTTP_CONFLICT, HTTP_NOT_FOUND)
-        )
-
-    async def _write(
-        self, method: str, path: str, obj: RawObject, *, lost: tuple[int, ...]
-    ) -> RawObject:
-        try:
-            return await self._send(method, path, obj)
-        except ApiServerStatus as exc:
-            if exc.status in lost:
-                raise SliceConflict(f"{self.where}: {exc}") from exc
-            raise SliceError(f"{self.where}: {exc}") from exc
-        except ApiServerError as exc:
-            raise SliceError(f"{self.where}: {exc}") from exc
-
-    async def _send(self, method: str, path: str, body: RawObject | None) -> RawObject:
-        params = {"namespace": self._namespace, "name": self._name}
-        return await _send(self._api, method, path, params, body=body, timeout_s=self._timeout)
+        return await self._write("PUT", obj, lost=(HTTP_CONFLICT, HTTP_NOT_FOUND))
