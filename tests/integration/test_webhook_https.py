@@ -684,16 +684,15 @@ async def test_a_secret_for_another_service_is_replaced(
     assert a.source.issued + b.source.issued == 1
 
 
-# --- the controller serving it ------------------------------------------------------------
-
-
-async def test_the_controller_serves_the_webhook_from_its_secret(
-    api: FakeApiServer, tmp_path: Path
-) -> None:
-    config = ControllerConfig(
+def quick_controller(
+    api: FakeApiServer, tmp_path: Path, identity: str, **webhook: Any
+) -> ControllerConfig:
+    """A controller serving the webhook on any free port, with lease and backoff
+    timings short enough for a test."""
+    return ControllerConfig(
         kubeconfig=api.kubeconfig(tmp_path / "kubeconfig"),
         namespace=NS,
-        identity="ctl-a",
+        identity=identity,
         metrics_addr="127.0.0.1:0",
         lease_duration_s=1,
         renew_deadline_s=0.6,
@@ -701,8 +700,17 @@ async def test_the_controller_serves_the_webhook_from_its_secret(
         backoff_initial_s=0.05,
         backoff_max_s=0.5,
         webhook_addr="127.0.0.1:0",
-        webhook_cert_secret=SECRET,
+        **webhook,
     )
+
+
+# --- the controller serving it ------------------------------------------------------------
+
+
+async def test_the_controller_serves_the_webhook_from_its_secret(
+    api: FakeApiServer, tmp_path: Path
+) -> None:
+    config = quick_controller(api, tmp_path, "ctl-a", webhook_cert_secret=SECRET)
     stop = asyncio.Event()
     ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
     registry = CollectorRegistry()
@@ -861,19 +869,7 @@ async def test_the_controller_in_cert_dir_mode_switches_the_failure_policy(
     directory.mkdir()
     write_secret_volume(directory, bundle, 1)
     inject_ca(api, bundle.ca_crt)
-    config = ControllerConfig(
-        kubeconfig=api.kubeconfig(tmp_path / "kubeconfig"),
-        namespace=NS,
-        identity="ctl-dir",
-        metrics_addr="127.0.0.1:0",
-        lease_duration_s=1,
-        renew_deadline_s=0.6,
-        retry_period_s=0.2,
-        backoff_initial_s=0.05,
-        backoff_max_s=0.5,
-        webhook_addr="127.0.0.1:0",
-        webhook_cert_dir=directory,
-    )
+    config = quick_controller(api, tmp_path, "ctl-dir", webhook_cert_dir=directory)
     stop = asyncio.Event()
     task = asyncio.create_task(run(config, stop=stop, registry=CollectorRegistry()))
     try:
