@@ -24,10 +24,10 @@ from prometheus_client import CollectorRegistry
 from controllers.apiserver import Informer, WatchSettings, connect, metadata_only
 from controllers.app import run
 from controllers.config import ControllerConfig
-from controllers.resources import CNCS, KCCS, NODES
+from controllers.resources import CNCS, KCCS, NODES, target_resource
 from controllers.status import LAST_GOOD
 from katalyst.clock import MonotonicClock
-from katalyst.dynconfig import spec_hash
+from katalyst.dynconfig import ADMIN_QOS_GVR, spec_hash
 from tests.support.apiserver import (
     ADMIN_QOS_CONFIGURATIONS,
     CUSTOM_NODE_CONFIGS,
@@ -732,16 +732,19 @@ async def test_a_cold_restart_keeps_a_named_configs_expiry_clock(
 # ---- conflicts ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["cnc", "kcc"])
+@pytest.mark.parametrize("kind", ["cnc", "kcc", "aqc"])
 async def test_a_write_from_a_stale_copy_is_read_again_and_retried_once(
     api: FakeApiServer, tmp_path: Path, kind: str
 ) -> None:
     if kind == "cnc":
         resource, rtype, name, namespace = CNCS, CUSTOM_NODE_CONFIGS, "n1", ""
         api.create_object(CUSTOM_NODE_CONFIGS, {"metadata": {"name": "n1"}})
-    else:
+    elif kind == "kcc":
         resource, rtype, name, namespace = KCCS, KATALYST_CUSTOM_CONFIGS, "admin-qos", NS
         kcc(api, "admin-qos")
+    else:  # a target config: its status, and the read after a conflict, are the controller's
+        resource, rtype, name, namespace = target_resource(ADMIN_QOS_GVR), AQC, "cluster", NS
+        aqc(api, "cluster", cluster_wide())
     # The controller's own User-Agent: it runs under the RBAC the chart ships.
     kube = await connect(api.kubeconfig(tmp_path / "kc"), user_agent="katalyst-controller/test")
     try:
